@@ -1,0 +1,1 @@
+"""HTTP routes, one module per protocol. Thin: parse, call the core, answer."""

@@ -1,0 +1,88 @@
+"""The one place that turns errors into HTTP answers: always ``{"error": code}``."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from app.core import errors
+from app.logs import event
+
+log = logging.getLogger("acme_delegate.api")
+
+STATUS: dict[type[errors.DomainError], int] = {
+    errors.Forbidden: 401,
+    errors.InvalidInput: 400,
+    errors.ZoneNotFound: 422,
+    errors.NameInUse: 409,
+    errors.AccountNotFound: 404,
+    errors.RegistrationClosed: 403,
+    errors.NotConfigured: 501,
+    errors.ProviderUnavailable: 503,
+}
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal that is not a domain matter (body too large, admin disabled)."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+
+
+def error_response(status: int, code: str, headers: dict[str, str] | None = None
+                   ) -> JSONResponse:
+    return JSONResponse({"error": code}, status_code=status, headers=headers)
+
+
+def status_of(exc: errors.DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.DomainError)
+    headers = None
+    if isinstance(exc, errors.ProviderUnavailable):
+        retry = exc.retry_after if exc.retry_after is not None else 10
+        headers = {"Retry-After": str(max(1, math.ceil(retry)))}
+    return error_response(status_of(exc), exc.code, headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(400, "bad_request")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Never leak internal text: the details go to the log, the client gets a code.
+    event(log, "request.failed", logging.ERROR, path=request.url.path, error=type(exc).__name__)
+    log.debug("unexpected error", exc_info=exc)
+    return error_response(500, "internal_error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.DomainError, _domain_error)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

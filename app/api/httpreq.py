@@ -1,0 +1,85 @@
+"""lego's httpreq protocol: POST /present and /cleanup, Basic auth with the account's
+username and key. Default mode sends ``fqdn`` (after lego followed CNAMEs) and ``value``;
+RAW mode sends ``domain``, ``token`` and ``keyAuth`` and we compute the value."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.api.deps import Client, ClientDep, ServicesDep
+from app.api.request import basic_auth, parse_json_object, read_body
+from app.core.errors import Forbidden, InvalidDomain, InvalidInput, MalformedJson
+from app.core.models import Account
+from app.core.names import challenge_name, check_txt_value, normalize_domain, normalize_fqdn
+from app.wiring import Services
+
+router = APIRouter(tags=["httpreq"])
+
+MAX_KEY_AUTH = 512
+
+
+def raw_value(key_auth: object) -> str:
+    """RAW mode: the DNS-01 value is base64url(SHA-256(key authorization)), unpadded."""
+    if not isinstance(key_auth, str) or not 0 < len(key_auth) <= MAX_KEY_AUTH:
+        raise InvalidInput("keyAuth missing or too long")
+    digest = hashlib.sha256(key_auth.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+async def _authorized(
+    request: Request, services: Services, client: Client
+) -> tuple[Account, str]:
+    try:
+        body: dict[str, object] | None = parse_json_object(await read_body(request))
+    except MalformedJson:
+        body = None
+    credentials = basic_auth(request)
+    account = await services.accounts.authenticate(
+        credentials[0] if credentials else None,
+        credentials[1] if credentials else None,
+        client.address,
+        client=client.label,
+    )
+    if body is None:
+        raise MalformedJson()
+    if "fqdn" in body:
+        try:
+            fqdn = normalize_fqdn(str(body["fqdn"]))
+        except InvalidDomain:
+            fqdn = ""
+        allowed = services.accounts.owns_name(account, fqdn)
+        value = body.get("value")
+    else:
+        try:
+            domain = normalize_domain(str(body.get("domain", "")))
+        except InvalidDomain:
+            domain = ""
+        # RAW mode names the certificate's domain, before any CNAME is followed.
+        allowed = domain != "" and (
+            account.domain == domain or services.accounts.owns_name(account, challenge_name(domain))
+        )
+        value = raw_value(body.get("keyauth")) if allowed else None
+    if not allowed:
+        await services.accounts.refuse(account, client=client.label, reason="wrong_name")
+        raise Forbidden()
+    return account, check_txt_value(value)
+
+
+@router.post("/present")
+async def present(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
+    """Put a challenge value at the caller's bound name."""
+    account, value = await _authorized(request, services, client)
+    await services.challenges.update(account, value, client=client.label, via="present")
+    return JSONResponse({"fqdn": account.name + ".", "value": value})
+
+
+@router.post("/cleanup")
+async def cleanup(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
+    """Remove exactly that challenge value from the caller's bound name."""
+    account, value = await _authorized(request, services, client)
+    removed = await services.challenges.cleanup(account, value, client=client.label)
+    return JSONResponse({"fqdn": account.name + ".", "value": value, "removed": removed})

@@ -1,0 +1,98 @@
+"""Reading what clients send, with every tolerance real clients need."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import Request
+
+from app.api.errors import ApiError
+from app.core.errors import MalformedJson
+from app.core.names import IPAddress, IPNetwork
+
+MAX_BODY = 16 * 1024  # an acme-dns or httpreq body is well under 1 KiB
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise ApiError(413, "payload_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ApiError(413, "payload_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object with lower-cased keys, whatever the Content-Type says.
+
+    Empty and ``null`` mean "no body" (lego sends ``null``); Go clients send
+    ``AllowFrom``/``SubDomain``/``Txt``; acme.sh sends JSON as a form.
+    """
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedJson() from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MalformedJson()
+    return {str(key).lower(): value for key, value in data.items()}
+
+
+def basic_auth(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    text = text.strip().strip("[]")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def client_address(request: Request, trusted: Sequence[IPNetwork]) -> IPAddress | None:
+    """The real client: the peer, or X-Forwarded-For read right to left through
+    trusted proxies only. Nobody else can choose the address we check."""
+    address = _parse_ip(request.client.host) if request.client else None
+    if address is None or not trusted:
+        return address
+    hops = [h for v in request.headers.getlist("x-forwarded-for") for h in v.split(",")]
+    while hops and _in(address, trusted):
+        hop = _parse_ip(hops.pop())
+        if hop is None:
+            break
+        address = hop
+    return address
+
+
+def _in(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == n.version and address in n for n in networks)

@@ -1,0 +1,137 @@
+"""Settings from the environment (prefix ``ACME_DELEGATE_``), checked at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.core.accounts import Registration
+from app.core.errors import InvalidDomain
+from app.core.names import IPNetwork, normalize_domain
+from app.db.engine import DatabaseUrlError, async_url
+
+DEFAULT_DATABASE_URL = "sqlite:///var/acme-delegate.sqlite3"
+DIGITALOCEAN_API_URL = "https://api.digitalocean.com"
+
+
+def _split(value: object) -> object:
+    """Comma- or space-separated lists, as people write them in an environment variable."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
+def _read_secret_file(path: Path, setting: str) -> SecretStr:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot read {path}: {exc.strerror}") from exc
+    if not text:
+        raise ValueError(f"{setting}: {path} is empty")
+    return SecretStr(text)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACME_DELEGATE_", extra="ignore",
+                                      hide_input_in_errors=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    do_token: SecretStr | None = None
+    do_token_file: Path | None = None
+    do_api_url: str = DIGITALOCEAN_API_URL
+    do_timeout: float = Field(default=10.0, gt=0, le=120)
+    delegation_domain: str | None = None
+    zones: Annotated[list[str], NoDecode] = []
+    registration: Registration = Registration.CLOSED
+    admin_token: SecretStr | None = None
+    admin_token_file: Path | None = None
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = []
+    public_url: str | None = None
+    txt_ttl: int = Field(default=30, ge=30, le=86400)
+    record_lifetime: int = Field(default=3600, ge=60)
+    reconcile_interval: int = Field(default=300, ge=10)
+    max_values_per_name: int = Field(default=2, ge=1, le=20)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            async_url(value)
+        except DatabaseUrlError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("do_api_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("delegation_domain")
+    @classmethod
+    def _delegation_domain(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            return normalize_domain(value)
+        except InvalidDomain as exc:
+            raise ValueError(f"not a domain name: {exc.detail}") from exc
+
+    @field_validator("zones", mode="before")
+    @classmethod
+    def _zones(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, list):
+            try:
+                return [normalize_domain(str(zone)) for zone in value]
+            except InvalidDomain as exc:
+                raise ValueError(f"not a domain name: {exc.detail}") from exc
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _trusted_proxies(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, list):
+            try:
+                return [ipaddress.ip_network(str(v), strict=False) for v in value]
+            except ValueError as exc:
+                raise ValueError(f"not an address or CIDR: {exc}") from exc
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @model_validator(mode="after")
+    def _secret_files(self) -> Settings:
+        for name in ("do_token", "admin_token"):
+            file: Path | None = getattr(self, f"{name}_file")
+            if file is None:
+                continue
+            setting = f"ACME_DELEGATE_{name.upper()}"
+            if getattr(self, name) is not None:
+                raise ValueError(f"set {setting} or {setting}_FILE, not both")
+            setattr(self, name, _read_secret_file(file, f"{setting}_FILE"))
+        if self.registration is Registration.TOKEN and self.admin_token is None:
+            raise ValueError("ACME_DELEGATE_REGISTRATION=token needs ACME_DELEGATE_ADMIN_TOKEN")
+        if self.registration is not Registration.CLOSED and not self.delegation_domain:
+            raise ValueError(
+                "registration hands out delegated names: set ACME_DELEGATE_DELEGATION_DOMAIN"
+            )
+        return self
+
+    def token(self) -> str | None:
+        return self.do_token.get_secret_value() if self.do_token else None

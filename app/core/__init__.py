@@ -1,0 +1,1 @@
+"""The domain core: accounts, names and challenge values. No HTTP, no SQL."""

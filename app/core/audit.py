@@ -1,0 +1,49 @@
+"""The audit trail: who did what to which name, from where, with what outcome.
+
+Values appear only as fingerprints and keys never appear at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from app.core.keys import fingerprint
+from app.core.models import Account, AuditEvent
+from app.core.names import looks_like_username
+from app.core.ports import Store
+
+
+class Auditor:
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def __call__(
+        self,
+        name: str,
+        outcome: str,
+        *,
+        account: Account | None = None,
+        client: str | None = None,
+        username: object = None,
+        value: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        if account is not None:
+            username = account.username
+        await self._store.audit(
+            AuditEvent(
+                at=self._clock(),
+                event=name,
+                outcome=outcome,
+                # An attempted username is kept only when it is well-formed: no junk stored.
+                username=username.lower()
+                if isinstance(username, str) and looks_like_username(username)
+                else None,
+                client=client,
+                name=account.name if account else None,
+                value_fingerprint=fingerprint(value) if value else None,
+                detail=detail,
+            )
+        )

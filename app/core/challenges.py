@@ -1,0 +1,193 @@
+"""Putting and removing challenge TXT values: the database leads, DigitalOcean follows.
+
+Order of an update, and why:
+1. Under the name's lock, a value already live is only marked newest: no call.
+2. The value is written down as PENDING *before* DigitalOcean is asked, so a
+   crash between "DigitalOcean created it" and "we recorded the id" leaves a
+   row that tells the reconciler what to look for.
+3. DigitalOcean creates the record; the row becomes LIVE with its id.
+4. Only then are the oldest values beyond the window evicted: the newest value
+   is never lost, and an eviction that fails leaves a DELETING row to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from app.core.audit import Auditor
+from app.core.errors import DomainError, ProviderUnavailable
+from app.core.keys import fingerprint
+from app.core.models import Account, TxtValue, ValueState
+from app.core.ports import DnsProvider, ProviderError, ProviderRecord, Store
+from app.logs import event
+
+log = logging.getLogger("acme_delegate.challenges")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ChallengeService:
+    def __init__(
+        self,
+        store: Store,
+        provider: DnsProvider,
+        *,
+        ttl: int,
+        max_values: int,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._provider = provider
+        self._ttl = ttl
+        self._max_values = max_values
+        self._clock = clock
+        self._audit = Auditor(store, clock)
+
+    async def update(
+        self, account: Account, value: str, *, client: str | None, via: str = "update"
+    ) -> None:
+        """``put`` with its audit record, success or failure."""
+        try:
+            await self.put(account, value)
+        except DomainError as exc:
+            await self._audit(via, exc.code, account=account, client=client, value=value)
+            raise
+        await self._store.touch_account(account.id, self._clock())
+        await self._audit(via, "ok", account=account, client=client, value=value)
+
+    async def cleanup(self, account: Account, value: str, *, client: str | None) -> bool:
+        """``remove`` with its audit record."""
+        removed = await self.remove(account, value)
+        await self._store.touch_account(account.id, self._clock())
+        await self._audit("cleanup", "ok" if removed else "absent", account=account,
+                          client=client, value=value)
+        return removed
+
+    async def put(self, account: Account, value: str) -> None:
+        """Make ``value`` live at the account's name; returns once DigitalOcean has it."""
+        name = account.name
+        async with self._store.name_lock(name):
+            current = await self._store.values_at(name)
+            existing = next(
+                (v for v in current if v.value == value and v.state is ValueState.LIVE), None
+            )
+            if existing is not None:
+                # A repeat: no DigitalOcean call, but it counts as the newest value again.
+                await self._store.bump_value(existing.id, self._clock())
+                event(log, "txt.repeat", name=name, value=fingerprint(value))
+                return
+            pending = await self._store.add_value(
+                name=name, zone=account.zone, value=value, account_id=account.id, at=self._clock()
+            )
+            record = await self._create(pending)
+            await self._store.mark_live(pending.id, record.id, self._clock())
+            event(log, "txt.created", name=name, value=fingerprint(value), record=record.id)
+            live = [v for v in current if v.state is ValueState.LIVE and v.value != value]
+            # ``current`` is ordered oldest first; keep room for the new value.
+            excess = len(live) + 1 - self._max_values
+            if excess > 0:
+                await self._remove(live[:excess], reason="evicted")
+
+    async def remove(self, account: Account, value: str) -> bool:
+        """Remove one value from the account's name (httpreq cleanup); False if absent."""
+        async with self._store.name_lock(account.name):
+            targets = [v for v in await self._store.values_at(account.name) if v.value == value]
+            if not targets:
+                return False
+            await self._remove(targets, reason="cleanup")
+            return True
+
+    async def remove_all(self, account: Account) -> int:
+        """Remove every value the account has (revocation); returns how many were removed."""
+        async with self._store.name_lock(account.name):
+            targets = await self._store.values_of_account(account.id)
+            await self._remove(targets, reason="revoked")
+            return len(targets)
+
+    async def _create(self, pending: TxtValue) -> ProviderRecord:
+        try:
+            return await self._provider.create_txt(
+                pending.zone, pending.name, pending.value, self._ttl
+            )
+        except ProviderError as exc:
+            adopted = await self._recover(pending, exc)
+            if adopted is not None:
+                return adopted
+            raise ProviderUnavailable(
+                "DigitalOcean did not create the record", retry_after=exc.retry_after
+            ) from exc
+
+    async def _recover(self, pending: TxtValue, exc: ProviderError) -> ProviderRecord | None:
+        """After a failed create: adopt the record if it exists after all, else undo the row.
+
+        This is the only place that lists records, and only on a failure path.
+        """
+        fields = {"name": pending.name, "value": fingerprint(pending.value)}
+        if not exc.ambiguous:
+            await self._store.delete_values([pending.id])
+            event(log, "txt.create_failed", logging.WARNING, **fields, error=str(exc))
+            return None
+        try:
+            found = [
+                r
+                for r in await self._provider.find_txt(pending.zone, pending.name)
+                if r.data == pending.value
+            ]
+        except ProviderError as lookup_exc:
+            # Unknown outcome: the PENDING row stays, so the reconciler removes a ghost later.
+            event(log, "txt.create_unknown", logging.WARNING, **fields, error=str(lookup_exc))
+            return None
+        if not found:
+            await self._store.delete_values([pending.id])
+            event(log, "txt.create_failed", logging.WARNING, **fields, error=str(exc))
+            return None
+        keep, *extra = found
+        known = {v.record_id for v in await self._store.values_at(pending.name)}
+        for duplicate in extra:
+            if duplicate.id not in known:
+                await self._delete_record(pending.zone, duplicate.id)
+        event(log, "txt.adopted", logging.WARNING, **fields, record=keep.id)
+        return keep
+
+    async def _remove(self, values: Sequence[TxtValue], *, reason: str) -> None:
+        """Delete values from DigitalOcean then from the database; failures stay DELETING."""
+        if not values:
+            return
+        await self._store.set_state([v.id for v in values], ValueState.DELETING)
+        done: list[int] = []
+        for value in values:
+            if await self._delete_value(value):
+                done.append(value.id)
+                event(log, "txt.deleted", name=value.name, value=fingerprint(value.value),
+                      reason=reason)
+        await self._store.delete_values(done)
+
+    async def _delete_value(self, value: TxtValue) -> bool:
+        if value.record_id is not None:
+            return await self._delete_record(value.zone, value.record_id)
+        # A PENDING row whose create never reported back: the record may exist. Look it up.
+        try:
+            records = await self._provider.find_txt(value.zone, value.name)
+        except ProviderError:
+            return False
+        # Never touch a record another row knows by id (the same value put again later).
+        known = {v.record_id for v in await self._store.values_at(value.name) if v.id != value.id}
+        results = [
+            await self._delete_record(value.zone, r.id)
+            for r in records
+            if r.data == value.value and r.id not in known
+        ]
+        return all(results)
+
+    async def _delete_record(self, zone: str, record_id: int) -> bool:
+        try:
+            await self._provider.delete_record(zone, record_id)
+        except ProviderError as exc:
+            event(log, "txt.delete_failed", logging.WARNING, zone=zone, record=record_id,
+                  error=str(exc))
+            return False
+        return True

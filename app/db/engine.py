@@ -1,0 +1,94 @@
+"""Database URLs as people type them, and engines configured for each backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+
+
+class DatabaseUrlError(ValueError):
+    pass
+
+
+def async_url(raw: str) -> URL:
+    """``sqlite:///f``, ``postgresql://u@h/db`` and friends, as SQLAlchemy async URLs."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise DatabaseUrlError("DATABASE_URL is not a database URL") from exc
+    backend, _, driver = url.drivername.partition("+")
+    if backend not in _ASYNC_DRIVERS:
+        raise DatabaseUrlError(
+            f"DATABASE_URL scheme {url.drivername!r}: use sqlite:///PATH or postgresql://…"
+        )
+    if driver not in ("", "aiosqlite", "asyncpg", "psycopg2", "psycopg", "pysqlite"):
+        raise DatabaseUrlError(f"DATABASE_URL driver {driver!r} is not supported")
+    url = url.set(drivername=_ASYNC_DRIVERS[backend])
+    if url.drivername.startswith("postgresql"):
+        # libpq spells TLS as sslmode=…; asyncpg as ssl=….
+        query = dict(url.query)
+        if "sslmode" in query:
+            query["ssl"] = query.pop("sslmode")
+            url = url.set(query=query)
+    return url
+
+
+def is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: URL) -> Path | None:
+    database = url.database
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int = 10_000
+                  ) -> AsyncEngine:
+    url = async_url(raw_url)
+    kwargs: dict[str, Any] = {}
+    if is_sqlite(url):
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": statement_timeout_ms / 1000}
+    else:
+        kwargs.update(
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=10,
+            pool_pre_ping=True,
+            # A stalled statement must not freeze the service for good.
+            connect_args={
+                "command_timeout": statement_timeout_ms / 1000,
+                "server_settings": {
+                    "statement_timeout": str(statement_timeout_ms),
+                    "idle_in_transaction_session_timeout": str(statement_timeout_ms * 6),
+                    "application_name": "acme-delegate",
+                },
+            },
+        )
+    engine = create_async_engine(url, **kwargs)
+    if is_sqlite(url):
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()

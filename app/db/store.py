@@ -1,0 +1,264 @@
+"""The ``Store`` the core uses, over SQLAlchemy 2 async. Each method is one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.errors import NameInUse
+from app.core.models import Account, AuditEvent, Mode, NewAccount, TxtValue, ValueState
+from app.db.tables import AccountRow, AuditRow, TxtValueRow
+
+
+def _account(row: AccountRow) -> Account:
+    return Account(
+        id=row.id,
+        username=row.username,
+        key_hash=row.key_hash,
+        label=row.label,
+        name=row.name,
+        zone=row.zone,
+        mode=Mode(row.mode),
+        domain=row.domain,
+        allowfrom=tuple(ipaddress.ip_network(n) for n in row.allowfrom or ()),
+        note=row.note,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _value(row: TxtValueRow) -> TxtValue:
+    return TxtValue(
+        id=row.id,
+        name=row.name,
+        zone=row.zone,
+        value=row.value,
+        state=ValueState(row.state),
+        record_id=row.record_id,
+        account_id=row.account_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL advisory locks (not Python's salted hash)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"acme-dlg").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class _LocalLocks:
+    """One asyncio lock per name, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(name, (asyncio.Lock(), 0))
+        self._locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[name]
+            if users == 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
+
+
+class SqlStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._local = _LocalLocks()
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    # accounts
+
+    async def add_account(self, account: NewAccount) -> Account:
+        row = AccountRow(
+            username=account.username,
+            key_hash=account.key_hash,
+            label=account.label,
+            name=account.name,
+            zone=account.zone,
+            mode=account.mode.value,
+            domain=account.domain,
+            allowfrom=[str(n) for n in account.allowfrom],
+            note=account.note,
+            created_at=account.created_at,
+        )
+        try:
+            async with self._tx() as session:
+                session.add(row)
+        except IntegrityError as exc:
+            raise NameInUse(f"an active account is already bound to {account.name}") from exc
+        return _account(row)
+
+    async def get_account(self, username: str) -> Account | None:
+        async with self._sessions() as session:
+            row = await session.scalar(select(AccountRow).where(AccountRow.username == username))
+            return _account(row) if row else None
+
+    async def list_accounts(self, *, include_revoked: bool = False) -> list[Account]:
+        query = select(AccountRow).order_by(AccountRow.id)
+        if not include_revoked:
+            query = query.where(AccountRow.revoked_at.is_(None))
+        async with self._sessions() as session:
+            return [_account(row) for row in await session.scalars(query)]
+
+    async def set_revoked(self, username: str, at: datetime) -> Account | None:
+        async with self._tx() as session:
+            row = await session.scalar(select(AccountRow).where(AccountRow.username == username))
+            if row is None:
+                return None
+            if row.revoked_at is None:
+                row.revoked_at = at
+            return _account(row)
+
+    async def touch_account(self, account_id: int, at: datetime) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(AccountRow).where(AccountRow.id == account_id).values(last_used_at=at)
+            )
+
+    # challenge values
+
+    @asynccontextmanager
+    async def name_lock(self, name: str) -> AsyncIterator[None]:
+        """Serialize work on one name: in this process, and across replicas on PostgreSQL."""
+        async with self._local.hold(name):
+            if not self._postgres:
+                # SQLite is one writer and one process: the local lock is the whole story.
+                yield
+                return
+            key = advisory_key(name)
+            async with self._engine.connect() as conn:
+                await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                await conn.commit()
+                try:
+                    yield
+                finally:
+                    try:
+                        await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                        await conn.commit()
+                    except BaseException:
+                        # Never return a connection that may still hold the lock to the pool.
+                        await conn.invalidate()
+                        raise
+
+    async def values_at(self, name: str) -> list[TxtValue]:
+        query = (
+            select(TxtValueRow)
+            .where(TxtValueRow.name == name)
+            .order_by(TxtValueRow.updated_at, TxtValueRow.id)
+        )
+        async with self._sessions() as session:
+            return [_value(row) for row in await session.scalars(query)]
+
+    async def values_of_account(self, account_id: int) -> list[TxtValue]:
+        query = (
+            select(TxtValueRow)
+            .where(TxtValueRow.account_id == account_id)
+            .order_by(TxtValueRow.updated_at, TxtValueRow.id)
+        )
+        async with self._sessions() as session:
+            return [_value(row) for row in await session.scalars(query)]
+
+    async def add_value(
+        self, *, name: str, zone: str, value: str, account_id: int, at: datetime
+    ) -> TxtValue:
+        row = TxtValueRow(
+            name=name,
+            zone=zone,
+            value=value,
+            state=ValueState.PENDING.value,
+            account_id=account_id,
+            created_at=at,
+            updated_at=at,
+        )
+        async with self._tx() as session:
+            session.add(row)
+        return _value(row)
+
+    async def mark_live(self, value_id: int, record_id: int, at: datetime) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(TxtValueRow)
+                .where(TxtValueRow.id == value_id)
+                .values(state=ValueState.LIVE.value, record_id=record_id, updated_at=at)
+            )
+
+    async def bump_value(self, value_id: int, at: datetime) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(TxtValueRow).where(TxtValueRow.id == value_id).values(updated_at=at)
+            )
+
+    async def set_state(self, value_ids: Sequence[int], state: ValueState) -> None:
+        if not value_ids:
+            return
+        async with self._tx() as session:
+            await session.execute(
+                update(TxtValueRow).where(TxtValueRow.id.in_(value_ids)).values(state=state.value)
+            )
+
+    async def delete_values(self, value_ids: Sequence[int]) -> None:
+        if not value_ids:
+            return
+        async with self._tx() as session:
+            await session.execute(delete(TxtValueRow).where(TxtValueRow.id.in_(value_ids)))
+
+    # audit
+
+    async def audit(self, event: AuditEvent) -> None:
+        async with self._tx() as session:
+            session.add(
+                AuditRow(
+                    at=event.at,
+                    event=event.event,
+                    outcome=event.outcome,
+                    username=event.username,
+                    client=event.client[:64] if event.client else None,
+                    name=event.name,
+                    value_fingerprint=event.value_fingerprint,
+                    detail=event.detail[:200] if event.detail else None,
+                )
+            )
+
+    async def audit_events(self, *, limit: int = 100) -> list[AuditEvent]:
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        async with self._sessions() as session:
+            return [
+                AuditEvent(
+                    at=row.at,
+                    event=row.event,
+                    outcome=row.outcome,
+                    username=row.username,
+                    client=row.client,
+                    name=row.name,
+                    value_fingerprint=row.value_fingerprint,
+                    detail=row.detail,
+                )
+                for row in await session.scalars(query)
+            ]

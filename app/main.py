@@ -1,0 +1,58 @@
+"""The application factory. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app import __version__
+from app.api import acmedns, admin, errors, httpreq
+from app.config import Settings
+from app.wiring import build_services
+
+_SLASHES = re.compile(r"/{2,}")
+
+
+class NormalizePath:
+    """``//update`` and ``/update/`` are ``/update``: clients build URLs by concatenation."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            clean = _SLASHES.sub("/", path)
+            if len(clean) > 1:
+                clean = clean.rstrip("/")
+            if clean != path:
+                scope = {**scope, "path": clean, "raw_path": clean.encode()}
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> FastAPI:
+    """The ASGI app; its lifespan builds the database engine and the DigitalOcean client."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with build_services(settings, http=http) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(
+        title="acme-delegate",
+        version=__version__,
+        summary="Least-privilege ACME DNS-01 credentials over the DigitalOcean Domains API.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(acmedns.router)
+    app.include_router(httpreq.router)
+    app.include_router(admin.router)
+    app.add_middleware(NormalizePath)
+    return app

@@ -1,0 +1,1 @@
+"""One module per outside system. Only ``digitalocean`` knows DigitalOcean exists."""

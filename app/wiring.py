@@ -1,0 +1,111 @@
+"""Building the service graph from settings: used by the app's lifespan and by the CLI."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import __version__
+from app.config import Settings
+from app.core.accounts import AccountService
+from app.core.challenges import ChallengeService
+from app.core.errors import ProviderUnavailable, ZoneNotFound
+from app.core.zones import ZoneResolver
+from app.db.engine import create_engine
+from app.db.store import SqlStore
+from app.logs import event
+from app.providers.digitalocean import DigitalOceanAuthError, DigitalOceanClient
+
+log = logging.getLogger("acme_delegate")
+
+
+class StartupError(Exception):
+    """The configuration cannot work; the message says what to change."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    store: SqlStore
+    provider: DigitalOceanClient
+    zones: ZoneResolver
+    challenges: ChallengeService
+    accounts: AccountService
+
+
+@asynccontextmanager
+async def build_services(
+    settings: Settings, *, http: httpx.AsyncClient | None = None
+) -> AsyncIterator[Services]:
+    """Engine, HTTP client and services; all closed on exit. ``http`` is injectable for tests."""
+    token = settings.token()
+    if token is None:
+        raise StartupError(
+            "no DigitalOcean token: set ACME_DELEGATE_DO_TOKEN or ACME_DELEGATE_DO_TOKEN_FILE "
+            "(a token with domain:read, domain:create and domain:delete is enough)"
+        )
+    engine = create_engine(settings.database_url)
+    own_http = http is None
+    client = http or httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.do_timeout, connect=5.0),
+        headers={"User-Agent": f"acme-delegate/{__version__}"},
+        follow_redirects=False,
+    )
+    try:
+        store = SqlStore(engine)
+        provider = DigitalOceanClient(http=client, token=token, base_url=settings.do_api_url)
+        zones = ZoneResolver(provider, allowed=settings.zones)
+        challenges = ChallengeService(
+            store, provider, ttl=settings.txt_ttl, max_values=settings.max_values_per_name
+        )
+        accounts = AccountService(
+            store,
+            zones,
+            challenges,
+            delegation_domain=settings.delegation_domain,
+            registration=settings.registration,
+        )
+        yield Services(settings, engine, store, provider, zones, challenges, accounts)
+    finally:
+        if own_http:
+            await client.aclose()
+        await engine.dispose()
+
+
+async def check_provider(services: Services) -> None:
+    """Fail fast on a wrong token or a delegation domain outside the account's zones.
+
+    A DigitalOcean outage only warns: refusing to start during one would turn
+    their bad minute into our outage.
+    """
+    settings = services.settings
+    try:
+        zones = await services.zones.zones()
+    except ProviderUnavailable as exc:
+        cause = exc.__cause__
+        if isinstance(cause, DigitalOceanAuthError):
+            raise StartupError(
+                "DigitalOcean refused the token (401/403): check ACME_DELEGATE_DO_TOKEN and its "
+                "scopes (domain:read, domain:create, domain:delete)"
+            ) from exc
+        event(log, "startup.provider_unreachable", logging.WARNING, error=str(cause or exc))
+        return
+    event(log, "startup.zones", zones=len(zones))
+    if settings.delegation_domain:
+        try:
+            await services.zones.zone_for(settings.delegation_domain)
+        except ZoneNotFound as exc:
+            listed = ", ".join(zones[:10]) or "none"
+            raise StartupError(
+                f"ACME_DELEGATE_DELEGATION_DOMAIN={settings.delegation_domain} lies in no zone "
+                f"this service may write ({exc.detail}); the account's zones: {listed}"
+            ) from exc
+    for entry in settings.zones:
+        if not any(entry == z or entry.endswith("." + z) for z in zones):
+            event(log, "startup.zone_missing", logging.WARNING, zone=entry)
