@@ -1,0 +1,215 @@
+"""Shared fixtures: a real database (SQLite file, and PostgreSQL when reachable), the
+DigitalOcean stand-in behind an in-process transport, and the app with its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.config import Settings
+from app.db.engine import async_url
+from app.db.migrate import upgrade
+from app.main import create_app
+from app.standin import StandinState, create_standin_app
+from app.wiring import Services
+
+DO_TOKEN = "dop_v1_" + "t0k3n" * 12  # recognisable, so a leak is easy to find
+ADMIN_TOKEN = "admin-" + "s3cr3t" * 8
+DO_URL = "http://do.test"
+POSTGRES_URL = os.environ.get(
+    "ACME_DELEGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def postgres_available() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+
+    async def probe() -> None:
+        engine = create_async_engine(async_url(POSTGRES_URL))
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(asyncio.wait_for(probe(), 5))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+_PG_PROBLEM: list[str | None] = []
+
+
+def require_postgres() -> None:
+    if not _PG_PROBLEM:
+        _PG_PROBLEM.append(postgres_available())
+    problem = _PG_PROBLEM[0]
+    if problem is None:
+        return
+    message = (
+        f"PostgreSQL is not reachable at {POSTGRES_URL} ({problem}). Install and start "
+        "PostgreSQL 15 (apt-get install postgresql) or set ACME_DELEGATE_TEST_POSTGRES_URL."
+    )
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+_migrated_postgres: list[bool] = []
+
+
+async def _truncate_postgres() -> None:
+    engine = create_async_engine(async_url(POSTGRES_URL))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE audit_events, txt_values, accounts RESTART IDENTITY"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'acme-delegate.sqlite3'}"
+        upgrade(url)
+        return url
+    require_postgres()
+    if not _migrated_postgres:
+        upgrade(POSTGRES_URL)
+        _migrated_postgres.append(True)
+    asyncio.run(_truncate_postgres())
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'acme-delegate.sqlite3'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def do_state() -> StandinState:
+    """The stand-in's state: two zones, some unrelated records that must never change."""
+    state = StandinState()
+    state.add_zone("example.com")
+    state.add_zone("example.org")
+    state.add_record("example.com", "A", "www", "192.0.2.10")
+    state.add_record("example.com", "TXT", "@", "v=spf1 -all")
+    state.add_record("example.com", "MX", "@", "mail.example.com.", priority=10)
+    return state
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "do_token": DO_TOKEN,
+            "do_api_url": DO_URL,
+            "delegation_domain": "acme.example.org",
+            "registration": "open",
+            "admin_token": ADMIN_TOKEN,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@dataclass
+class Harness:
+    """The app under test, its DigitalOcean stand-in, and an HTTP client for it."""
+
+    client: httpx.AsyncClient
+    services: Services
+    do: StandinState
+
+    def txt_at(self, name: str) -> list[str]:
+        return sorted(r.data for r in self.do.find_records(name, "TXT"))
+
+    def snapshot(self) -> set[tuple[str, str, str, str]]:
+        """Every record in the stand-in, as (zone, type, name, data)."""
+        return {(r.zone, r.type, r.name, r.data) for r in self.do.all_records()}
+
+    def do_calls(self, method: str | None = None) -> int:
+        return sum(
+            1
+            for entry in self.do.requests()
+            if entry.path.startswith("/v2/") and (method is None or entry.method == method)
+        )
+
+    async def create_account(self, **body: Any) -> dict[str, Any]:
+        response = await self.client.post(
+            "/admin/accounts", json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def update(self, account: dict[str, Any], txt: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.post(
+            "/update",
+            json={"subdomain": account["subdomain"], "txt": txt},
+            headers={"X-Api-User": account["username"], "X-Api-Key": account["password"]},
+            **kwargs,
+        )
+
+
+def do_transport(state: StandinState) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_standin_app(
+        state, token=DO_TOKEN)))
+
+
+@pytest.fixture
+def harness_factory(
+    make_settings: Callable[..., Settings], do_state: StandinState
+) -> Callable[..., Any]:
+    """``async with harness_factory(**settings) as h`` runs the app with its lifespan."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def build(client_ip: str = "127.0.0.1", **overrides: Any) -> AsyncIterator[Harness]:
+        settings = make_settings(**overrides)
+        async with do_transport(do_state) as do_http:
+            app = create_app(settings, http=do_http)
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
+                async with httpx.AsyncClient(transport=transport, base_url="http://acme.test"
+                                             ) as client:
+                    yield Harness(client, app.state.services, do_state)
+
+    return build
+
+
+@pytest.fixture
+async def harness(harness_factory: Callable[..., Any]) -> AsyncIterator[Harness]:
+    async with harness_factory() as h:
+        yield h
+
+
+def challenge_value(n: int) -> str:
+    """A distinct, well-formed 43-character DNS-01 value."""
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256(f"value-{n}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@pytest.fixture
+def values() -> Iterator[str]:
+    return (challenge_value(n) for n in range(10_000))
