@@ -39,6 +39,7 @@ def _configure_logging(settings: Settings) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
@@ -53,9 +54,10 @@ def _run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except (DomainError, StartupError) as exc:
-        code = getattr(exc, "code", "error")
-        raise click.ClickException(f"{code}: {exc}") from None
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.code}: {exc}") from None
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def render(issued: IssuedAccount, fmt: str, server_url: str | None) -> dict[str, Any]:

@@ -37,7 +37,7 @@ class ZoneResolver:
                     zones = await self._provider.list_zones()
                 except ProviderError as exc:
                     raise ProviderUnavailable(
-                        "could not list DigitalOcean zones", retry_after=exc.retry_after
+                        f"could not list DigitalOcean zones: {exc}", retry_after=exc.retry_after
                     ) from exc
                 self._zones = sorted({zone.lower().rstrip(".") for zone in zones})
                 self._fetched_at = self._clock()

@@ -885,13 +885,30 @@ class PylegoOutcome:
 
     @property
     def cname_required(self) -> bool:
-        """True for lego acme-dns's first run: it registered and now wants the CNAME."""
+        """True for lego acme-dns's first run: it registered and now wants the CNAME.
+
+        Only reliable for a one-name order: with ``example.com`` + ``*.example.com``
+        the first authz registers and fails, the second finds the fresh account,
+        updates, gets validated by Pebble and fails with "No TXT records found",
+        and that ACME error is what lego reports. Use :func:`acmedns_storage_account`
+        to see whether a registration happened.
+        """
         return (not self.ok) and "you must provision the following CNAME" in self.detail
 
     def cname_target(self) -> str | None:
         """The ``<fulldomain>.`` lego asks to CNAME to (from the first-run error text)."""
         m = re.search(r"_acme-challenge\.\S+ CNAME (\S+)", self.detail)
         return m.group(1) if m else None
+
+
+def acmedns_storage_account(storage_path: Path, domain: str) -> dict[str, str] | None:
+    """The account lego stored for ``domain`` (bare: no ``*.``), or None."""
+    try:
+        data = json.loads(storage_path.read_text())
+    except (OSError, ValueError):
+        return None
+    acct = data.get(domain.removeprefix("*."))
+    return dict(acct) if isinstance(acct, dict) else None
 
 
 def read_pylego_outcome(cmd: ToolCommand) -> PylegoOutcome:

@@ -11,6 +11,7 @@ from app.standin import RateLimits, StandinState, create_standin_app
 
 from .support import BASE, TOKEN, FakeClock
 
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

@@ -63,7 +63,9 @@ async def test_get_domain_and_unknown_zone(client: httpx.AsyncClient) -> None:
     assert response.json()["domain"]["name"] == "example.com"
     assert_do_error(await client.get("/v2/domains/example.org"), 404, "not_found")
     assert_do_error(await client.get("/v2/domains/example.org/records"), 404, "not_found")
-    assert_do_error(await client.post("/v2/domains/example.org/records", json=txt("a")), 404, "not_found")
+    assert_do_error(
+        await client.post("/v2/domains/example.org/records", json=txt("a")), 404, "not_found"
+    )
 
 
 async def test_unknown_route_has_do_error_body(client: httpx.AsyncClient) -> None:
@@ -202,7 +204,14 @@ async def test_create_other_types(client: httpx.AsyncClient) -> None:
         {"type": "MX", "name": "@", "data": "mail.example.com.", "priority": 10, "ttl": 60},
         {"type": "NS", "name": "sub", "data": "ns.elsewhere.net.", "ttl": 60},
         {"type": "CAA", "name": "@", "data": "letsencrypt.org", "flags": 0, "tag": "issue"},
-        {"type": "SRV", "name": "_sip._tcp", "data": "sip", "priority": 1, "weight": 2, "port": 5060},
+        {
+            "type": "SRV",
+            "name": "_sip._tcp",
+            "data": "sip",
+            "priority": 1,
+            "weight": 2,
+            "port": 5060,
+        },
     ]
     for body in bodies:
         response = await client.post("/v2/domains/example.com/records", json=body)
@@ -329,9 +338,7 @@ async def test_page_past_the_end_is_empty(client: httpx.AsyncClient) -> None:
     body = (await client.get("/v2/domains/example.com/records?page=9")).json()
     assert body["domain_records"] == []
     assert body["meta"] == {"total": 4}
-    assert_do_error(
-        await client.get("/v2/domains/example.com/records?page=x"), 400, "bad_request"
-    )
+    assert_do_error(await client.get("/v2/domains/example.com/records?page=x"), 400, "bad_request")
 
 
 async def test_domains_paginate_too(client: httpx.AsyncClient, state: StandinState) -> None:

@@ -124,7 +124,9 @@ async def test_records_behind_the_api(
 
     unknown = {**body, "zone": "nowhere.test"}
     assert (await control.post("/_standin/records", json=unknown)).status_code == 400
-    assert (await control.post("/_standin/records", json={"zone": "example.com"})).status_code == 400
+    assert (
+        await control.post("/_standin/records", json={"zone": "example.com"})
+    ).status_code == 400
 
 
 async def test_reset(

@@ -48,9 +48,7 @@ async def test_random_errors_are_seeded(client: httpx.AsyncClient, state: Standi
     assert set(first) == {200, 500}
 
 
-async def test_probability_one_always_fails(
-    client: httpx.AsyncClient, state: StandinState
-) -> None:
+async def test_probability_one_always_fails(client: httpx.AsyncClient, state: StandinState) -> None:
     state.set_faults(Faults(error_probability=1, methods=["DELETE"]))
     record = state.add_record("example.com", "TXT", "x", "v")
     for _ in range(5):
@@ -67,7 +65,9 @@ async def test_ghost_write_creates_but_answers_500(
     assert response.status_code == 500
     assert response.json()["id"] == "server_error"
     assert txt_count(state) == 1, "the write happened"
-    listed = await client.get(RECORDS, params={"type": "TXT", "name": "_acme-challenge.example.com"})
+    listed = await client.get(
+        RECORDS, params={"type": "TXT", "name": "_acme-challenge.example.com"}
+    )
     assert len(listed.json()["domain_records"]) == 1
     assert (await client.post(RECORDS, json=TXT)).status_code == 201
     assert txt_count(state) == 2

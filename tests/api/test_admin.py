@@ -1,0 +1,137 @@
+"""The admin API and the two binding modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, Harness, challenge_value
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+V1, V2 = challenge_value(1), challenge_value(2)
+
+
+async def test_direct_mode_binds_the_challenge_name_in_its_zone(harness: Harness) -> None:
+    account = await harness.create_account(domain="WWW.Example.com.", note="web frontend")
+    assert account["fulldomain"] == "_acme-challenge.www.example.com"
+    assert account["zone"] == "example.com" and account["mode"] == "direct"
+    response = await harness.update(account, V1)
+    assert response.status_code == 200
+    records = harness.do.find_records("_acme-challenge.www.example.com", "TXT")
+    assert [(r.zone, r.name, r.data) for r in records] == [("example.com", "_acme-challenge.www",
+                                                            V1)]
+
+
+async def test_direct_mode_picks_the_longest_zone(harness: Harness) -> None:
+    harness.do.add_zone("shop.example.com")
+    harness.services.zones._zones = None  # the zone list is cached; a new zone appeared
+    account = await harness.create_account(domain="www.shop.example.com")
+    assert account["zone"] == "shop.example.com"
+    await harness.update(account, V1)
+    assert [r.zone for r in harness.do.find_records(account["fulldomain"])] == ["shop.example.com"]
+
+
+async def test_unicode_domains_are_bound_as_punycode(harness: Harness) -> None:
+    account = await harness.create_account(domain="bücher.example.com")
+    assert account["fulldomain"] == "_acme-challenge.xn--bcher-kva.example.com"
+
+
+async def test_delegated_mode_binds_a_random_name(harness: Harness) -> None:
+    one = await harness.create_account(domain="www.customer.net", delegated=True)
+    two = await harness.create_account(domain="www.customer.net", delegated=True)
+    assert one["fulldomain"].endswith(".acme.example.org") and one["zone"] == "example.org"
+    assert one["fulldomain"] != two["fulldomain"]
+    assert one["domain"] == "www.customer.net"
+
+
+async def test_delegated_mode_needs_a_delegation_domain(harness_factory: Any) -> None:
+    async with harness_factory(delegation_domain=None, registration="closed") as h:
+        response = await h.client.post("/admin/accounts", json={"delegated": True}, headers=AUTH)
+        assert response.status_code == 501
+        assert response.json() == {"error": "not_configured"}
+
+
+@pytest.mark.parametrize("body", [{"domain": "bad..name"}, {"domain": "a" * 300},
+                                  {"domain": "-x.example.com"}, {"domain": "192.0.2.1"},
+                                  {"domain": "x.example.com", "allowfrom": ["nope"]},
+                                  {"domain": "x.example.com", "unknown": 1},
+                                  {"domain": "x.example.com", "note": "a\x00b"}, {}])
+async def test_create_refuses_bad_input(harness: Harness, body: dict[str, Any]) -> None:
+    response = await harness.client.post("/admin/accounts", json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error"}
+    assert harness.do_calls("POST") == 0
+
+
+async def test_list_and_show_never_show_the_key(harness: Harness) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    listed = await harness.client.get("/admin/accounts", headers=AUTH)
+    shown = await harness.client.get(f"/admin/accounts/{account['username']}", headers=AUTH)
+    assert listed.status_code == shown.status_code == 200
+    assert [a["username"] for a in listed.json()] == [account["username"]]
+    for text in (listed.text, shown.text):
+        assert account["password"] not in text
+        assert "password" not in text and "key" not in text.replace("keys", "")
+
+
+async def test_show_unknown_account_is_404(harness: Harness) -> None:
+    for username in ("00000000-0000-4000-8000-000000000000", "not-a-uuid"):
+        response = await harness.client.get(f"/admin/accounts/{username}", headers=AUTH)
+        assert response.status_code == 404
+        assert response.json() == {"error": "account_not_found"}
+
+
+async def test_revoke_refuses_at_once_and_deletes_its_records(harness: Harness) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    await harness.update(account, V2)
+    assert len(harness.txt_at(account["fulldomain"])) == 2
+    response = await harness.client.delete(f"/admin/accounts/{account['username']}",
+                                           headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["removed_values"] == 2
+    assert response.json()["revoked_at"] is not None
+    assert harness.txt_at(account["fulldomain"]) == []
+    assert await harness.services.store.values_at(account["fulldomain"]) == []
+    refused = await harness.update(account, V1)
+    assert refused.status_code == 401 and refused.json() == {"error": "forbidden"}
+    listed = await harness.client.get("/admin/accounts", headers=AUTH)
+    assert listed.json() == []
+    everything = await harness.client.get("/admin/accounts?include_revoked=true", headers=AUTH)
+    assert [a["username"] for a in everything.json()] == [account["username"]]
+    # The name is free again.
+    again = await harness.create_account(domain="www.example.com")
+    assert again["fulldomain"] == account["fulldomain"]
+
+
+async def test_revoke_when_digitalocean_fails_still_revokes(harness: Harness) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    harness.do.update_faults(methods=["DELETE"], error_next=100)
+    response = await harness.client.delete(f"/admin/accounts/{account['username']}",
+                                           headers=AUTH)
+    assert response.status_code == 200
+    harness.do.update_faults(error_next=0)
+    assert (await harness.update(account, V2)).status_code == 401
+    rows = await harness.services.store.values_at(account["fulldomain"])
+    assert [r.state.value for r in rows] == ["deleting"]  # the reconciler finishes it
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"},
+                                     {"Authorization": ADMIN_TOKEN},
+                                     {"Authorization": f"Bearer {ADMIN_TOKEN}x"}])
+async def test_admin_api_needs_the_admin_token(harness: Harness, headers: dict[str, str]) -> None:
+    for method, path in [("GET", "/admin/accounts"), ("POST", "/admin/accounts"),
+                         ("DELETE", "/admin/accounts/00000000-0000-4000-8000-000000000000")]:
+        response = await harness.client.request(method, path, headers=headers,
+                                                json={"domain": "x.example.com"})
+        assert response.status_code == 401
+        assert response.json() == {"error": "forbidden"}
+
+
+async def test_admin_api_is_off_without_an_admin_token(harness_factory: Any) -> None:
+    async with harness_factory(admin_token=None, registration="open") as h:
+        response = await h.client.get("/admin/accounts", headers=AUTH)
+        assert response.status_code == 403
+        assert response.json() == {"error": "admin_api_disabled"}
