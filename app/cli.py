@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -101,8 +103,15 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-def serve(host: str, port: int) -> None:
-    """Run the API (migrations are applied first)."""
+@click.option("--standin-dns-port", default=8053, show_default=True,
+              type=click.IntRange(0, 65535),
+              help="Without a DigitalOcean token: the stand-in's DNS port on 127.0.0.1.")
+def serve(host: str, port: int, standin_dns_port: int) -> None:
+    """Run the API (migrations are applied first).
+
+    Without a DigitalOcean token it runs against a local stand-in of the
+    DigitalOcean API and DNS, issues a demo credential and says how to use it.
+    """
     import uvicorn
 
     from app.db.migrate import upgrade
@@ -110,19 +119,32 @@ def serve(host: str, port: int) -> None:
 
     settings = _settings()
     _configure_logging(settings)
-    upgrade(settings.database_url)
-    _run(settings, check_provider)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        # Our own X-Forwarded-For handling (TRUSTED_PROXIES) is the only one: uvicorn's
-        # would trust 127.0.0.1 by default and let a local proxy choose the client address.
-        proxy_headers=False,
-        server_header=False,
-        log_config=None,
-        log_level=settings.log_level.lower(),
-    )
+    with contextlib.ExitStack() as stack:
+        demo = settings.token() is None
+        if demo:
+            from app.demo import start_demo
+
+            settings = stack.enter_context(start_demo(settings, dns_port=standin_dns_port))
+        upgrade(settings.database_url)
+        _run(settings, check_provider)
+        if demo:
+            from app.demo import announce
+
+            issued = _run(settings, lambda s: s.accounts.create(
+                domain="www.example.com", delegated=False, note="demo", via="demo"))
+            announce(settings, issued, api_url=f"http://{host}:{port}",
+                     dns_port=standin_dns_port)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            # Our own X-Forwarded-For handling (TRUSTED_PROXIES) is the only one: uvicorn's
+            # would trust 127.0.0.1 by default and let a local proxy choose the client address.
+            proxy_headers=False,
+            server_header=False,
+            log_config=None,
+            log_level=settings.log_level.lower(),
+        )
 
 
 @main.command()
@@ -211,3 +233,64 @@ def audit(limit: int) -> None:
             "username": item.username, "client": item.client, "name": item.name,
             "value": item.value_fingerprint, "detail": item.detail,
         }))
+
+
+@main.group()
+def hook() -> None:
+    """certbot --manual-auth-hook / --manual-cleanup-hook commands."""
+
+
+_server_option = click.option("--server", required=True, help="acme-delegate's base URL.")
+_credentials_option = click.option(
+    "--credentials", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    help='JSON file {"<domain>": {username, password, fulldomain, subdomain}}, mode 600.')
+
+
+@hook.command("certbot-auth")
+@_server_option
+@_credentials_option
+@click.option("--nameserver", default=None, metavar="HOST:PORT",
+              help="Ask this nameserver instead of the name's authoritative ones.")
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Seconds to wait for the value to be visible.")
+def certbot_auth(server: str, credentials: Path, nameserver: str | None, timeout: float
+                 ) -> None:
+    """Put CERTBOT_VALIDATION, return once the nameservers answer it."""
+    from app import hooks
+    from app.dnscheck import parse_nameserver
+
+    try:
+        where = parse_nameserver(nameserver) if nameserver else None
+        asyncio.run(hooks.auth(server=server, credentials=credentials, nameserver=where,
+                               timeout=timeout))
+    except (hooks.HookError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@hook.command("certbot-cleanup")
+@_server_option
+@_credentials_option
+@click.option("--nameserver", default=None, hidden=True)
+def certbot_cleanup(server: str, credentials: Path, nameserver: str | None) -> None:
+    """Remove CERTBOT_VALIDATION again."""
+    from app import hooks
+
+    try:
+        hooks.cleanup(server=server, credentials=credentials)
+    except hooks.HookError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("dns-query")
+@click.argument("name")
+@click.option("--nameserver", required=True, metavar="HOST:PORT")
+def dns_query(name: str, nameserver: str) -> None:
+    """Print the TXT values a nameserver answers at NAME."""
+    from app.dnscheck import parse_nameserver, txt_values
+
+    try:
+        values = asyncio.run(txt_values(name, parse_nameserver(nameserver)))
+    except Exception as exc:
+        raise click.ClickException(f"query failed: {type(exc).__name__}: {exc}") from None
+    for value in sorted(values):
+        click.echo(value)

@@ -20,6 +20,8 @@ DEFAULT_RECORD_TTL = 1800
 SOA_NEGATIVE_TTL = 1800
 DEFAULT_NAMESERVERS = ("ns1.digitalocean.com", "ns2.digitalocean.com", "ns3.digitalocean.com")
 MINUTE = 60.0
+# Enough for any test; bounds memory when the demo runs for days.
+MAX_LOG_ENTRIES = 100_000
 HOUR = 3600.0
 
 
@@ -170,7 +172,7 @@ class StandinState:
         self._next_id = FIRST_RECORD_ID
         self._zones: dict[str, Zone] = {}
         self._records: dict[str, dict[int, Record]] = {}
-        self._log: list[RequestLogEntry] = []
+        self._log: deque[RequestLogEntry] = deque(maxlen=MAX_LOG_ENTRIES)
         self._windows: dict[str, deque[float]] = {}
         self._rate_limits = rate_limits or RateLimits()
         self._faults = Faults()

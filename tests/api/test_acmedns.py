@@ -361,8 +361,8 @@ async def test_health_tells_the_truth_when_the_database_is_gone(harness_factory:
                                                                 tmp_path: Any) -> None:
     async with harness_factory() as h:
         await h.client.get("/health")
-        from app.db.store import SqlStore
         from app.db.engine import create_engine
+        from app.db.store import SqlStore
 
         broken = create_engine("postgresql://nobody@127.0.0.1:1/none")
         h.services.store = SqlStore(broken)

@@ -30,6 +30,7 @@ CLI: ``python tests/e2e/harness.py status`` lists the tools;
 ``python tests/e2e/harness.py install-venvs`` makes the two pip venvs.
 """
 
+# mypy: disable-error-code="import-not-found"
 from __future__ import annotations
 
 import atexit
@@ -37,6 +38,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import ipaddress
+import itertools
 import json
 import os
 import re
@@ -66,6 +68,9 @@ DEFAULT_VENV_ROOT = Path(os.environ.get("ACME_E2E_VENV_ROOT", "/opt/acme-e2e"))
 PYLEGO_REQUIREMENT = "pylego==0.1.49"
 CERTBOT_ACMEDNS_REQUIREMENTS = ("certbot-dns-acmedns==0.1.0", "certbot==5.8.0")
 
+_ROOT = DEFAULT_VENV_ROOT
+_CB_REQS = " ".join(f"'{r}'" for r in CERTBOT_ACMEDNS_REQUIREMENTS)
+
 INSTALL_HINTS: dict[str, str] = {
     "pebble": "apt-get update && apt-get install -y pebble   (Debian bookworm: 2.4.0+ds1-2+b4)",
     "lego": "apt-get update && apt-get install -y lego   (Debian bookworm: 4.9.1-1; has httpreq, "
@@ -73,17 +78,15 @@ INSTALL_HINTS: dict[str, str] = {
     "certbot": "apt-get update && apt-get install -y certbot   (Debian bookworm: 2.1.0-4)",
     "openssl": "apt-get install -y openssl",
     "pylego": (
-        "python3.11 -m venv {root}/pylego && {root}/pylego/bin/pip install '{req}'   "
-        "(or: python tests/e2e/harness.py install-venvs; or set ACME_E2E_PYLEGO_PYTHON to a "
-        "python that can `import pylego`)"
-    ).format(root=DEFAULT_VENV_ROOT, req=PYLEGO_REQUIREMENT),
+        f"python3.11 -m venv {_ROOT}/pylego && {_ROOT}/pylego/bin/pip install "
+        f"'{PYLEGO_REQUIREMENT}'   (or: python tests/e2e/harness.py install-venvs; or set "
+        "ACME_E2E_PYLEGO_PYTHON to a python that can `import pylego`)"
+    ),
     "certbot-dns-acmedns": (
-        "python3.11 -m venv {root}/certbot-acmedns && {root}/certbot-acmedns/bin/pip install "
-        "{reqs}   (its own venv: it drags in certbot 5.x from PyPI; or: python "
+        f"python3.11 -m venv {_ROOT}/certbot-acmedns && {_ROOT}/certbot-acmedns/bin/pip install "
+        f"{_CB_REQS}   (its own venv: it drags in certbot 5.x from PyPI; or: python "
         "tests/e2e/harness.py install-venvs; or set ACME_E2E_CERTBOT_ACMEDNS to that venv's "
         "certbot)"
-    ).format(
-        root=DEFAULT_VENV_ROOT, reqs=" ".join(f"'{r}'" for r in CERTBOT_ACMEDNS_REQUIREMENTS)
     ),
 }
 
@@ -143,7 +146,7 @@ def find_openssl() -> str:
 
 def _python_can_import(python: str, module: str, timeout: float = 30.0) -> bool:
     try:
-        proc = subprocess.run(  # noqa: S603
+        proc = subprocess.run(
             [python, "-c", f"import {module}"],
             capture_output=True,
             timeout=timeout,
@@ -229,10 +232,8 @@ def install_venvs(root: Path = DEFAULT_VENV_ROOT, python: str | None = None) -> 
     for name, reqs in plan.items():
         venv = root / name
         if not (venv / "bin/python").exists():
-            subprocess.run([py, "-m", "venv", str(venv)], check=True, timeout=300)  # noqa: S603
-        subprocess.run(  # noqa: S603
-            [str(venv / "bin/pip"), "install", "-q", *reqs], check=True, timeout=900
-        )
+            subprocess.run([py, "-m", "venv", str(venv)], check=True, timeout=300)
+        subprocess.run([str(venv / "bin/pip"), "install", "-q", *reqs], check=True, timeout=900)
         made[name] = venv
     return made
 
@@ -257,7 +258,8 @@ def require_loopback(target: str) -> str:
     if "://" in target:
         host = urllib.parse.urlsplit(target).hostname or ""
     else:
-        host = target.rsplit(":", 1)[0] if target.count(":") == 1 or target.startswith("[") else target
+        hostport = target.count(":") == 1 or target.startswith("[")
+        host = target.rsplit(":", 1)[0] if hostport else target
     if not _host_is_loopback(host):
         raise ValueError(f"refusing non-loopback target {target!r}: e2e tests stay on loopback")
     return target
@@ -371,7 +373,7 @@ class ToolCommand:
         """Run in its own process group; on timeout the whole group is killed."""
         limit = self.timeout if timeout is None else timeout
         start = time.monotonic()
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             self.argv,
             env=self.env,
             cwd=self.cwd,
@@ -446,7 +448,7 @@ def _make_ca_cryptography(files: TLSFiles, dns_names: Sequence[str], ips: Sequen
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme-delegate e2e TLS CA")])
     ca = (
@@ -460,9 +462,15 @@ def _make_ca_cryptography(files: TLSFiles, dns_names: Sequence[str], ips: Sequen
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -500,7 +508,7 @@ def _make_ca_cryptography(files: TLSFiles, dns_names: Sequence[str], ips: Sequen
 
 
 def _openssl(args: Sequence[str], *, input_bytes: bytes | None = None, timeout: float = 60) -> str:
-    proc = subprocess.run(  # noqa: S603
+    proc = subprocess.run(
         [find_openssl(), *args],
         input=input_bytes,
         capture_output=True,
@@ -520,22 +528,53 @@ def _make_ca_openssl(
     ca_key = directory / "ca.key"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     _openssl(
-        ["req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(files.ca_cert), "-days", "2",
-         "-subj", "/CN=acme-delegate e2e TLS CA",
-         "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"]
+        [
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(files.ca_cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=acme-delegate e2e TLS CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        ]
     )
     csr = directory / "server.csr"
-    _openssl(["req", *ec, "-keyout", str(files.key), "-out", str(csr), "-subj",
-              f"/CN={dns_names[0]}"])
+    _openssl(
+        ["req", *ec, "-keyout", str(files.key), "-out", str(csr), "-subj", f"/CN={dns_names[0]}"]
+    )
     san = ",".join([f"DNS:{n}" for n in dns_names] + [f"IP:{i}" for i in ips])
     ext = directory / "server.ext"
     ext.write_text(
         f"subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\n"
         "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n"
     )
-    _openssl(["x509", "-req", "-in", str(csr), "-CA", str(files.ca_cert), "-CAkey", str(ca_key),
-              "-CAcreateserial", "-out", str(files.cert), "-days", "2", "-extfile", str(ext)])
+    _openssl(
+        [
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(files.ca_cert),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(files.cert),
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+        ]
+    )
     os.chmod(ca_key, 0o600)
 
 
@@ -567,9 +606,24 @@ def make_csr(domains: Sequence[str], directory: Path) -> tuple[str, Path]:
         return csr.public_bytes(serialization.Encoding.PEM).decode(), key_path
     san = ",".join(f"DNS:{d}" for d in domains)
     csr_path = directory / "request.csr"
-    _openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-              "-keyout", str(key_path), "-out", str(csr_path), "-subj", f"/CN={domains[0]}",
-              "-addext", f"subjectAltName={san}"])
+    _openssl(
+        [
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key_path),
+            "-out",
+            str(csr_path),
+            "-subj",
+            f"/CN={domains[0]}",
+            "-addext",
+            f"subjectAltName={san}",
+        ]
+    )
     os.chmod(key_path, 0o600)
     return csr_path.read_text(), key_path
 
@@ -604,7 +658,7 @@ class PebbleInstance:
 
     def get(self, url: str, timeout: float = 10.0) -> bytes:
         require_loopback(url)
-        with urllib.request.urlopen(url, context=self._ssl(), timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, context=self._ssl(), timeout=timeout) as resp:
             data: bytes = resp.read()
             return data
 
@@ -706,7 +760,7 @@ def run_pebble(
             cfg_path.write_text(json.dumps(cfg, indent=2))
             log_path = base / f"pebble-{attempt}.log"
             with log_path.open("wb") as log:
-                proc = subprocess.Popen(  # noqa: S603
+                proc = subprocess.Popen(
                     [pebble, "-config", str(cfg_path), "-dnsserver", dns_server],
                     env=env,
                     cwd=base,
@@ -813,16 +867,24 @@ def lego_httpreq_command(
         extra["HTTPREQ_MODE"] = "RAW"
     argv = [
         lego or find_lego(),
-        "--server", pebble.directory_url,
+        "--server",
+        pebble.directory_url,
         "--accept-tos",
-        "--email", email,
-        "--path", str(workdir / "lego"),
-        "--key-type", key_type,
-        "--dns", "httpreq",
-        "--dns.resolvers", dns_resolver,
+        "--email",
+        email,
+        "--path",
+        str(workdir / "lego"),
+        "--key-type",
+        key_type,
+        "--dns",
+        "httpreq",
+        "--dns.resolvers",
+        dns_resolver,
         "--dns.disable-cp",
-        "--dns-timeout", "5",
-        "--http-timeout", str(http_timeout),
+        "--dns-timeout",
+        "5",
+        "--http-timeout",
+        str(http_timeout),
     ]
     for d in domains:
         argv += ["--domains", d]
@@ -834,8 +896,9 @@ def lego_httpreq_command(
         "key": base.with_name(base.name + ".key"),
         "metadata": base.with_name(base.name + ".json"),
     }
-    return ToolCommand(argv=argv, env=clean_env(extra), cwd=workdir, timeout=timeout,
-                       outputs=outputs)
+    return ToolCommand(
+        argv=argv, env=clean_env(extra), cwd=workdir, timeout=timeout, outputs=outputs
+    )
 
 
 # --------------------------------------------------------------------------
@@ -1014,8 +1077,13 @@ def pylego_acmedns_command(
     if allowlist:
         env["ACME_DNS_ALLOWLIST"] = ",".join(allowlist)
     return pylego_command(
-        pebble, plugin="acme-dns", plugin_env=env, domains=domains,
-        dns_resolver=dns_resolver, workdir=workdir, **kwargs,  # type: ignore[arg-type]
+        pebble,
+        plugin="acme-dns",
+        plugin_env=env,
+        domains=domains,
+        dns_resolver=dns_resolver,
+        workdir=workdir,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -1033,8 +1101,11 @@ def pylego_httpreq_command(
 ) -> ToolCommand:
     """pylego ``httpreq`` (lego 4.34's httpreq: any 2xx is success)."""
     require_loopback(endpoint)
-    env = {"HTTPREQ_ENDPOINT": endpoint, "HTTPREQ_POLLING_INTERVAL": "1",
-           "HTTPREQ_PROPAGATION_TIMEOUT": "30"}
+    env = {
+        "HTTPREQ_ENDPOINT": endpoint,
+        "HTTPREQ_POLLING_INTERVAL": "1",
+        "HTTPREQ_PROPAGATION_TIMEOUT": "30",
+    }
     if username is not None:
         env["HTTPREQ_USERNAME"] = username
     if password is not None:
@@ -1042,8 +1113,13 @@ def pylego_httpreq_command(
     if raw_mode:
         env["HTTPREQ_MODE"] = "RAW"
     return pylego_command(
-        pebble, plugin="httpreq", plugin_env=env, domains=domains,
-        dns_resolver=dns_resolver, workdir=workdir, **kwargs,  # type: ignore[arg-type]
+        pebble,
+        plugin="httpreq",
+        plugin_env=env,
+        domains=domains,
+        dns_resolver=dns_resolver,
+        workdir=workdir,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -1056,14 +1132,23 @@ def _certbot_common(
     certbot: str, pebble: PebbleInstance, workdir: Path, domains: Sequence[str], cert_name: str
 ) -> list[str]:
     argv = [
-        certbot, "certonly",
-        "--non-interactive", "--agree-tos", "--register-unsafely-without-email",
-        "--server", pebble.directory_url,
-        "--config-dir", str(workdir / "config"),
-        "--work-dir", str(workdir / "work"),
-        "--logs-dir", str(workdir / "logs"),
-        "--cert-name", cert_name,
-        "--key-type", "ecdsa",
+        certbot,
+        "certonly",
+        "--non-interactive",
+        "--agree-tos",
+        "--register-unsafely-without-email",
+        "--server",
+        pebble.directory_url,
+        "--config-dir",
+        str(workdir / "config"),
+        "--work-dir",
+        str(workdir / "work"),
+        "--logs-dir",
+        str(workdir / "logs"),
+        "--cert-name",
+        cert_name,
+        "--key-type",
+        "ecdsa",
         "--no-random-sleep-on-renew",
     ]
     for d in domains:
@@ -1113,8 +1198,13 @@ def certbot_manual_command(
     if cleanup_hook:
         argv += ["--manual-cleanup-hook", cleanup_hook]
     env = clean_env({"REQUESTS_CA_BUNDLE": str(bundle), **(extra_env or {})})
-    return ToolCommand(argv=argv, env=env, cwd=workdir, timeout=timeout,
-                       outputs=_certbot_outputs(workdir, cert_name))
+    return ToolCommand(
+        argv=argv,
+        env=env,
+        cwd=workdir,
+        timeout=timeout,
+        outputs=_certbot_outputs(workdir, cert_name),
+    )
 
 
 _HTTPREQ_HOOK = textwrap.dedent(
@@ -1244,8 +1334,15 @@ def write_acmedns_hook(
     script = directory / "acmedns_hook.py"
     script.write_text(_ACMEDNS_HOOK)
     cfg = directory / "hook.json"
-    cfg.write_text(json.dumps({"api_base": api_base.rstrip("/"), "storage": str(storage_path),
-                               "allowfrom": list(allowfrom)}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "api_base": api_base.rstrip("/"),
+                "storage": str(storage_path),
+                "allowfrom": list(allowfrom),
+            }
+        )
+    )
     py = shlex.quote(python or sys.executable)
     return HookCommands(auth=f"{py} {shlex.quote(str(script))}", cleanup=None)
 
@@ -1307,9 +1404,12 @@ def certbot_acmedns_command(
         bundle = ca_bundle(workdir / "ca-bundle.pem", pebble.ca_bundle, *extra_ca_files)
     argv = _certbot_common(certbot or find_certbot_acmedns(), pebble, workdir, domains, cert_name)
     argv += [
-        "--authenticator", "dns-acmedns",
-        "--dns-acmedns-credentials", str(ini),
-        "--dns-acmedns-propagation-seconds", str(propagation_seconds),
+        "--authenticator",
+        "dns-acmedns",
+        "--dns-acmedns-credentials",
+        str(ini),
+        "--dns-acmedns-propagation-seconds",
+        str(propagation_seconds),
     ]
     env = clean_env({"REQUESTS_CA_BUNDLE": str(bundle)})
     outputs = _certbot_outputs(workdir, cert_name)
@@ -1435,7 +1535,7 @@ def _verify_chain(chain: list[str], root_pem: str) -> None:
         certs = [x509.load_pem_x509_certificate(c.encode()) for c in chain]
         root = x509.load_pem_x509_certificate(roots[0].encode())
         path = [*certs, root] if certs[-1] != root else certs
-        for child, parent in zip(path, path[1:], strict=False):
+        for child, parent in itertools.pairwise(path):
             try:
                 child.verify_directly_issued_by(parent)
             except (ValueError, TypeError) as exc:

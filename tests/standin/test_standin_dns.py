@@ -10,13 +10,14 @@ import dns.asyncquery
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
 
-from app.standin import DNSServer, StandinState
+from app.standin import DNSServer, StandinState, resolve
 from app.standin.state import SOA_NEGATIVE_TTL
 
 
@@ -312,3 +313,25 @@ async def test_garbage_gets_formerr(server: DNSServer) -> None:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+def test_resolve_stops_a_cname_loop_after_one_turn(zones: StandinState) -> None:
+    response = resolve(zones, dns.message.make_query("loop1.example.com", "TXT"))
+    assert len(response.answer) == 2
+
+
+def test_resolve_answers_any_with_every_rrset(zones: StandinState) -> None:
+    response = resolve(zones, dns.message.make_query("www.example.com", "ANY"))
+    assert {r.rdtype for r in response.answer} == {dns.rdatatype.A, dns.rdatatype.AAAA}
+
+
+def test_resolve_refuses_other_opcodes(zones: StandinState) -> None:
+    query = dns.message.make_query("example.com", "SOA")
+    query.set_opcode(dns.opcode.NOTIFY)
+    assert resolve(zones, query).rcode() == dns.rcode.NOTIMP
+
+
+def test_zone_without_default_records_still_has_ns(zones: StandinState) -> None:
+    zones.add_zone("bare.test", default_records=False)
+    response = resolve(zones, dns.message.make_query("bare.test", "NS"))
+    assert len(response.answer[0]) == 3

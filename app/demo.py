@@ -1,0 +1,71 @@
+"""Running without a DigitalOcean token: a local stand-in, clearly labelled, and a demo
+credential, so one command shows a value going in over the API and coming out of DNS."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from app.config import Settings
+from app.core.models import IssuedAccount
+from app.standin import Standin
+
+DEMO_ZONES = ("example.com", "example.org")
+DEMO_DELEGATION_DOMAIN = "acme.example.org"
+
+
+@contextmanager
+def start_demo(settings: Settings, *, dns_port: int) -> Iterator[Settings]:
+    """Start the stand-in and yield settings pointed at it.
+
+    Its records live in memory, so unless DATABASE_URL is set the demo also uses a
+    throwaway SQLite file: a real deployment's database never sees demo accounts.
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix="acme-delegate-demo-") as tmp_name,
+        Standin(zones=DEMO_ZONES, dns_port=dns_port) as standin,
+    ):
+        tmp = Path(tmp_name)
+        update: dict[str, object] = {
+            "do_token": SecretStr(standin.token),
+            "do_api_url": standin.api_url,
+            "delegation_domain": settings.delegation_domain or DEMO_DELEGATION_DOMAIN,
+        }
+        if "database_url" not in settings.model_fields_set:
+            update["database_url"] = f"sqlite:///{tmp / 'demo.sqlite3'}"
+        print(
+            "\n*** STAND-IN MODE: no ACME_DELEGATE_DO_TOKEN, so nothing reaches DigitalOcean.\n"
+            f"*** A local stand-in serves the DigitalOcean API at {standin.api_url} and DNS at\n"
+            f"*** {standin.dns_hostport} for the zones {', '.join(DEMO_ZONES)}.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+        yield settings.model_copy(update=update)
+
+
+def announce(settings: Settings, issued: IssuedAccount, *, api_url: str, dns_port: int) -> None:
+    """Print the demo credential and the two commands that show it working."""
+    account = issued.acme_dns_json()
+    value = base64.urlsafe_b64encode(hashlib.sha256(b"demo").digest()).rstrip(b"=").decode()
+    update = json.dumps({"subdomain": account["subdomain"], "txt": value})
+    print(
+        "*** Demo credential (bound to _acme-challenge.www.example.com, shown once):\n"
+        f"{json.dumps(account)}\n\n"
+        "*** Put a challenge value:\n"
+        f"curl -s -X POST {api_url}/update -H 'X-Api-User: {account['username']}' "
+        f"-H 'X-Api-Key: {account['password']}' -d '{update}'\n\n"
+        "*** See it in DNS:\n"
+        f"dig +short @127.0.0.1 -p {dns_port} TXT {account['fulldomain']}\n"
+        f"  (or: acme-delegate dns-query {account['fulldomain']} --nameserver "
+        f"127.0.0.1:{dns_port})\n",
+        file=sys.stderr,
+        flush=True,
+    )
