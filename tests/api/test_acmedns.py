@@ -377,3 +377,23 @@ async def test_errors_are_json_everywhere(harness: Harness) -> None:
         response = await harness.client.request(method, path)
         assert response.status_code in (404, 405)
         assert set(json.loads(response.text)) == {"error"}
+
+
+async def test_recovery_finds_the_ghost_on_a_later_page(harness: Harness) -> None:
+    """A zone with more than 200 records, 230 of them at our very name (someone else's):
+    the look-up after a lost answer pages through all of them and adopts only ours."""
+    account = await registered(harness)
+    label = account["fulldomain"].removesuffix(".example.org")
+    harness.do.add_records("example.org", [("TXT", label, challenge_value(5000 + n))
+                                           for n in range(230)])
+    harness.do.add_records("example.org", [("TXT", f"other{n}", "x") for n in range(50)])
+    harness.do.update_faults(ghost_next=1)
+    response = await harness.update(account, V1)
+    assert response.status_code == 200
+    rows = await harness.services.store.values_at(account["fulldomain"])
+    ours = [r for r in harness.do.find_records(account["fulldomain"], "TXT") if r.data == V1]
+    assert [(r.state.value, r.record_id) for r in rows] == [("live", ours[0].id)]
+    record_lists = [e for e in harness.do.requests()
+                    if e.method == "GET" and e.path.endswith("/records")]
+    assert len(record_lists) == 2  # 231 records at the name: two pages of 200
+    assert len(harness.txt_at(account["fulldomain"])) == 231  # nothing of theirs touched
