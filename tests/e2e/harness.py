@@ -1001,6 +1001,7 @@ def pylego_command(
     workdir: Path,
     email: str = "e2e@example.com",
     disable_authoritative_check: bool = True,
+    require_recursive_value: bool = False,
     propagation_wait: int | None = None,
     python: str | None = None,
     timeout: float = 180.0,
@@ -1015,6 +1016,10 @@ def pylego_command(
     * ``DNS_PROPAGATION_DISABLE_ANS=1`` (default here): skip the authoritative-NS
       check, which resolves NS host names with the system resolver and queries
       port 53. The recursive TXT query to ``dns_resolver`` still happens.
+    * ``require_recursive_value=True`` (``DNS_PROPAGATION_RNS=1``): lego also waits
+      until ``dns_resolver`` returns the expected TXT value (after following the
+      CNAME), a real check that stays on loopback. Without it lego only needs the
+      TXT query to succeed.
     * ``propagation_wait=N``: sleep N s and skip all propagation checks instead.
     * A CSR is generated here (EC P-256); pylego's key type setting then doesn't matter.
     """
@@ -1025,6 +1030,8 @@ def pylego_command(
     env["LEGO_CA_CERTIFICATES"] = str(pebble.ca_bundle)
     if disable_authoritative_check:
         env["DNS_PROPAGATION_DISABLE_ANS"] = "1"
+    if require_recursive_value:
+        env["DNS_PROPAGATION_RNS"] = "1"
     request: dict[str, object] = {
         "email": email,
         "server": pebble.directory_url,
