@@ -8,6 +8,8 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,8 +18,16 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.core.errors import DomainError, InvalidAllowfrom
-from app.core.models import Account, IssuedAccount
-from app.core.names import parse_allowfrom
+from app.core.models import (
+    Account,
+    AccountChanges,
+    AccountFilter,
+    AuditEvent,
+    AuditQuery,
+    IssuedAccount,
+    Mode,
+)
+from app.core.names import normalize_domain, parse_allowfrom
 from app.wiring import Services, StartupError, build_services, check_provider
 
 T = TypeVar("T")
@@ -92,6 +102,8 @@ def account_view(account: Account) -> dict[str, Any]:
         "created_at": account.created_at.isoformat(),
         "last_used_at": account.last_used_at.isoformat() if account.last_used_at else None,
         "revoked_at": account.revoked_at.isoformat() if account.revoked_at else None,
+        "expires_at": account.expires_at.isoformat() if account.expires_at else None,
+        "max_values": account.max_values,
     }
 
 
@@ -170,18 +182,25 @@ def accounts() -> None:
 @click.option("--note", default=None, help="A note for people (who, what for).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="acme-dns",
               show_default=True)
+@click.option("--expires", default=None, metavar="ISO-8601",
+              help="When the credential stops working, e.g. 2027-01-31T00:00:00Z.")
+@click.option("--max-values", type=click.IntRange(1, 20), default=None,
+              help="Values kept live at its name (default: MAX_VALUES_PER_NAME).")
 @click.option("--server-url", default=None,
               help="This service's URL, written into --format lego (default: PUBLIC_URL).")
 def create(domain: str, delegated: bool, allow_from: tuple[str, ...], note: str | None,
-           fmt: str, server_url: str | None) -> None:
+           fmt: str, expires: str | None, max_values: int | None, server_url: str | None
+           ) -> None:
     """Issue a credential and print it once (the key is not stored in clear anywhere)."""
     settings = _settings()
     try:
         allowfrom = parse_allowfrom(list(allow_from))
     except InvalidAllowfrom:
         raise click.BadParameter("not a CIDR", param_hint="--allow-from") from None
+    expires_at = _parse_expiry(expires) if expires else None
     issued = _run(settings, lambda s: s.accounts.create(
-        domain=domain, delegated=delegated, allowfrom=allowfrom, note=note, via="cli"))
+        domain=domain, delegated=delegated, allowfrom=allowfrom, note=note,
+        expires_at=expires_at, max_values=max_values, via="cli"))
     click.echo(json.dumps(render(issued, fmt, server_url or settings.public_url)))
     account = issued.account
     if account.domain and account.mode.value == "delegated":
@@ -194,11 +213,24 @@ def create(domain: str, delegated: bool, allow_from: tuple[str, ...], note: str 
 
 @accounts.command("list")
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked accounts.")
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), default=None)
+@click.option("--domain", default=None, help="Only accounts for this domain.")
+@click.option("--stale-days", type=click.IntRange(0, 36500), default=None,
+              help="Only accounts unused for this many days.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def list_(include_revoked: bool, as_json: bool) -> None:
+def list_(include_revoked: bool, mode: str | None, domain: str | None, stale_days: int | None,
+          limit: int, as_json: bool) -> None:
     """List accounts (never their keys)."""
-    found = _run(_settings(), lambda s: s.accounts.list(include_revoked=include_revoked))
-    for account in found:
+
+    async def work(s: Services) -> list[Account]:
+        stale = s.accounts.now() - timedelta(days=stale_days) if stale_days is not None else None
+        return await s.accounts.list_accounts(AccountFilter(
+            include_revoked=include_revoked, mode=Mode(mode) if mode else None,
+            domain=normalize_domain(domain) if domain else None, stale_before=stale,
+            limit=limit))
+
+    for account in _run(_settings(), work):
         if as_json:
             click.echo(json.dumps(account_view(account)))
         else:
@@ -215,25 +247,100 @@ def show(username: str) -> None:
     click.echo(json.dumps(account_view(account), indent=2))
 
 
+@accounts.command("rotate")
+@click.argument("username")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="acme-dns",
+              show_default=True)
+@click.option("--server-url", default=None, help="For --format lego (default: PUBLIC_URL).")
+def rotate(username: str, fmt: str, server_url: str | None) -> None:
+    """Issue a new key (printed once); the old key stops working at once."""
+    settings = _settings()
+    issued = _run(settings, lambda s: s.accounts.rotate(username, client="cli"))
+    click.echo(json.dumps(render(issued, fmt, server_url or settings.public_url)))
+
+
+@accounts.command("set")
+@click.argument("username")
+@click.option("--allow-from", "allow_from", multiple=True, metavar="CIDR",
+              help="Replace the allowed networks (repeatable).")
+@click.option("--allow-any", is_flag=True, help="Remove every network restriction.")
+@click.option("--note", default=None, help="Replace the note ('' clears it).")
+@click.option("--expires", default=None, metavar="ISO-8601|never",
+              help="When the credential stops working, e.g. 2027-01-31T00:00:00Z.")
+def set_(username: str, allow_from: tuple[str, ...], allow_any: bool, note: str | None,
+         expires: str | None) -> None:
+    """Change an account's allowed networks, note or expiry."""
+    if allow_from and allow_any:
+        raise click.UsageError("--allow-from and --allow-any exclude each other")
+    try:
+        allowfrom = tuple(parse_allowfrom(list(allow_from))) if allow_from else None
+    except InvalidAllowfrom:
+        raise click.BadParameter("not a CIDR", param_hint="--allow-from") from None
+    changes = AccountChanges(
+        allowfrom=() if allow_any else allowfrom,
+        note=note or None,
+        clear_note=note == "",
+        expires_at=_parse_expiry(expires) if expires not in (None, "never") else None,
+        clear_expiry=expires == "never",
+    )
+    account = _run(_settings(), lambda s: s.accounts.change(username, changes, client="cli"))
+    click.echo(json.dumps(account_view(account), indent=2))
+
+
 @accounts.command("revoke")
 @click.argument("username")
-def revoke(username: str) -> None:
+@click.option("--purge", is_flag=True, help="Also delete the account (the audit trail stays).")
+def revoke(username: str, purge: bool) -> None:
     """Revoke an account at once and delete its TXT records."""
+    if purge:
+        removed = _run(_settings(), lambda s: s.accounts.delete(username, client="cli"))
+        click.echo(f"deleted {username}; {removed} value(s) removed")
+        return
     account, removed = _run(_settings(), lambda s: s.accounts.revoke(username, client="cli"))
     click.echo(f"revoked {account.username} ({account.name}); {removed} value(s) removed")
 
 
 @main.command()
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-def audit(limit: int) -> None:
-    """Print the newest audit events, one JSON object per line."""
-    events = _run(_settings(), lambda s: s.store.audit_events(limit=limit))
-    for item in reversed(events):
-        click.echo(json.dumps({
-            "at": item.at.isoformat(), "event": item.event, "outcome": item.outcome,
-            "username": item.username, "client": item.client, "name": item.name,
-            "value": item.value_fingerprint, "detail": item.detail,
-        }))
+@click.option("--since", default=None, metavar="ISO-8601|DURATION",
+              help="Events at or after this time, or this long ago (30m, 12h, 7d).")
+@click.option("--account", default=None, metavar="USERNAME")
+@click.option("--event", default=None, help="Only this event (update, auth.failed, …).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+def audit(since: str | None, account: str | None, event: str | None, limit: int) -> None:
+    """Print audit events, oldest first, one JSON object per line."""
+
+    async def work(s: Services) -> list[AuditEvent]:
+        start = _parse_since(since, s.accounts.now()) if since else None
+        return await s.accounts.audit_trail(
+            AuditQuery(since=start, username=account, event=event, limit=limit))
+
+    for item in reversed(_run(_settings(), work)):
+        record = asdict(item)
+        record["at"] = item.at.isoformat()
+        click.echo(json.dumps(record))
+
+
+def _parse_expiry(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("an ISO-8601 time such as 2027-01-31T00:00:00Z",
+                                 param_hint="--expires") from None
+    if when.tzinfo is None:
+        raise click.BadParameter("give a time zone (Z or +hh:mm)", param_hint="--expires")
+    return when
+
+
+def _parse_since(text: str, now: datetime) -> datetime:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("a time (ISO-8601) or a duration (30m, 12h, 7d)",
+                                 param_hint="--since") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @main.group()

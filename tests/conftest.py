@@ -25,9 +25,12 @@ from app.wiring import Services
 DO_TOKEN = "dop_v1_" + "t0k3n" * 12  # recognisable, so a leak is easy to find
 ADMIN_TOKEN = "admin-" + "s3cr3t" * 8
 DO_URL = "http://do.test"
-POSTGRES_URL = os.environ.get(
+# A server and a database we may connect to; the tests make their own database beside it.
+POSTGRES_SERVER_URL = os.environ.get(
     "ACME_DELEGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+POSTGRES_URL = str(async_url(POSTGRES_SERVER_URL).set(
+    drivername="postgresql", database="acme_delegate_test").render_as_string(hide_password=False))
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -35,10 +38,15 @@ def postgres_available() -> str | None:
     """None when PostgreSQL answers, else why not."""
 
     async def probe() -> None:
-        engine = create_async_engine(async_url(POSTGRES_URL))
+        engine = create_async_engine(async_url(POSTGRES_SERVER_URL),
+                                     isolation_level="AUTOCOMMIT")
         try:
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
+                # A fresh database each session: its schema is this checkout's, whatever
+                # an earlier run or another branch left behind.
+                await conn.execute(text("DROP DATABASE IF EXISTS acme_delegate_test WITH (FORCE)"))
+                await conn.execute(text("CREATE DATABASE acme_delegate_test"))
         finally:
             await engine.dispose()
 
@@ -59,7 +67,7 @@ def require_postgres() -> None:
     if problem is None:
         return
     message = (
-        f"PostgreSQL is not reachable at {POSTGRES_URL} ({problem}). Install and start "
+        f"PostgreSQL is not reachable at {POSTGRES_SERVER_URL} ({problem}). Install and start "
         "PostgreSQL 15 (apt-get install postgresql) or set ACME_DELEGATE_TEST_POSTGRES_URL."
     )
     if IN_CI:

@@ -2,26 +2,67 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.api.deps import AdminDep, ClientDep, ServicesDep
-from app.core.models import Account
-from app.core.names import parse_allowfrom
+from app.core.accounts import MAX_NOTE_LENGTH, MAX_VALUES_LIMIT
+from app.core.models import Account, AccountChanges, AccountFilter, AuditQuery, Mode
+from app.core.names import normalize_domain, parse_allowfrom
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No or wrong admin token: `{\"error\": \"forbidden\"}`"},
+    403: {"description": "The admin API is off (no ADMIN_TOKEN set)"},
+}
+ACCOUNT_EXAMPLE = {
+    "username": "9b3b2d5e-5a4e-4c1e-9d57-0a4f3a0d2b11",
+    "password": "m5yq3A2mF0oZ1nZy7bq7xw4r3Yt0sR9pQ8cX2vLk",
+    "fulldomain": "_acme-challenge.www.example.com",
+    "subdomain": "0c8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31",
+    "allowfrom": ["192.0.2.0/24"],
+}
+
 
 class CreateAccount(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"domain": "www.example.com", "allowfrom": ["192.0.2.0/24"], "note": "web"},
+            {"domain": "www.customer.net", "delegated": True},
+        ]},
+    )
 
-    domain: str | None = Field(default=None, max_length=300, examples=["www.example.com"])
-    delegated: bool = False
-    allowfrom: list[str] = Field(default_factory=list, max_length=64)
-    note: str | None = Field(default=None, max_length=500)
+    domain: str | None = Field(default=None, max_length=300,
+                               description="The domain the certificate is for.")
+    delegated: bool = Field(default=False,
+                            description="Bind a random name under DELEGATION_DOMAIN.")
+    allowfrom: list[str] = Field(default_factory=list, max_length=64,
+                                 description="CIDRs allowed to use the credential.")
+    note: str | None = Field(default=None, max_length=MAX_NOTE_LENGTH)
+    expires_at: AwareDatetime | None = Field(default=None,
+                                             description="When the credential stops working.")
+    max_values: int | None = Field(default=None, ge=1, le=MAX_VALUES_LIMIT,
+                                   description="Values kept live at its name.")
+
+
+class ChangeAccount(BaseModel):
+    """Fields given are changed; ``null`` clears ``note`` and ``expires_at``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"allowfrom": ["198.51.100.0/24"], "note": "moved to the new cluster"},
+        {"expires_at": None},
+    ]})
+
+    allowfrom: list[str] | None = Field(default=None, max_length=64)
+    note: str | None = Field(default=None, max_length=MAX_NOTE_LENGTH)
+    expires_at: AwareDatetime | None = None
 
 
 class AccountView(BaseModel):
@@ -38,6 +79,8 @@ class AccountView(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None
+    max_values: int | None
 
     @classmethod
     def of(cls, account: Account) -> AccountView:
@@ -53,18 +96,36 @@ class AccountView(BaseModel):
             created_at=account.created_at,
             last_used_at=account.last_used_at,
             revoked_at=account.revoked_at,
+            expires_at=account.expires_at,
+            max_values=account.max_values,
         )
 
 
-@router.post("/accounts", status_code=201)
+class AuditView(BaseModel):
+    at: datetime
+    event: str
+    outcome: str
+    username: str | None
+    client: str | None
+    name: str | None
+    value_fingerprint: str | None
+    detail: str | None
+
+
+@router.post("/accounts", status_code=201, responses={
+    201: {"description": "The acme-dns account JSON (key shown once) and the account's fields",
+          "content": {"application/json": {"example": ACCOUNT_EXAMPLE}}},
+    409: {"description": "`name_in_use`"}, 422: {"description": "`zone_not_found`"}, **ERRORS})
 async def create_account(body: CreateAccount, services: ServicesDep, client: ClientDep
                          ) -> JSONResponse:
-    """Issue a credential; the answer is the acme-dns account JSON, key shown once."""
+    """Issue a credential; the answer holds its key, shown this once."""
     issued = await services.accounts.create(
         domain=body.domain,
         delegated=body.delegated,
         allowfrom=parse_allowfrom(body.allowfrom),
         note=body.note,
+        expires_at=body.expires_at,
+        max_values=body.max_values,
         client=client.label,
         via="admin",
     )
@@ -72,22 +133,88 @@ async def create_account(body: CreateAccount, services: ServicesDep, client: Cli
     return JSONResponse({**view, **issued.acme_dns_json()}, status_code=201)
 
 
-@router.get("/accounts")
-async def list_accounts(services: ServicesDep, include_revoked: bool = False
-                        ) -> list[AccountView]:
-    return [AccountView.of(a) for a in await services.accounts.list(
-        include_revoked=include_revoked)]
+@router.get("/accounts", responses=ERRORS)
+async def list_accounts(
+    services: ServicesDep,
+    include_revoked: bool = False,
+    mode: Mode | None = None,
+    domain: Annotated[str | None, Query(max_length=300)] = None,
+    stale_days: Annotated[int | None, Query(ge=0, le=36500,
+                                            description="Unused for this many days")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[AccountView]:
+    """Accounts, oldest first, filtered; never their keys."""
+    stale_before = None
+    if stale_days is not None:
+        stale_before = services.accounts.now() - timedelta(days=stale_days)
+    where = AccountFilter(
+        include_revoked=include_revoked, mode=mode,
+        domain=normalize_domain(domain) if domain else None,
+        stale_before=stale_before, limit=limit, offset=offset,
+    )
+    return [AccountView.of(a) for a in await services.accounts.list_accounts(where)]
 
 
-@router.get("/accounts/{username}")
+@router.get("/accounts/{username}", responses={404: {"description": "`account_not_found`"},
+                                               **ERRORS})
 async def show_account(username: str, services: ServicesDep) -> AccountView:
+    """One account; never its key."""
     return AccountView.of(await services.accounts.get(username))
 
 
-@router.delete("/accounts/{username}")
-async def revoke_account(username: str, services: ServicesDep, client: ClientDep
+@router.patch("/accounts/{username}", responses={404: {"description": "`account_not_found`"},
+                                                 **ERRORS})
+async def change_account(username: str, body: ChangeAccount, services: ServicesDep,
+                         client: ClientDep) -> AccountView:
+    """Change allowfrom, note or expiry."""
+    given = body.model_fields_set
+    changes = AccountChanges(
+        allowfrom=tuple(parse_allowfrom(body.allowfrom))
+        if "allowfrom" in given and body.allowfrom is not None else None,
+        note=body.note,
+        clear_note="note" in given and body.note is None,
+        expires_at=body.expires_at,
+        clear_expiry="expires_at" in given and body.expires_at is None,
+    )
+    return AccountView.of(await services.accounts.change(username, changes, client=client.label))
+
+
+@router.post("/accounts/{username}/rotate", responses={
+    200: {"description": "The acme-dns account JSON with the new key, shown once",
+          "content": {"application/json": {"example": ACCOUNT_EXAMPLE}}},
+    404: {"description": "`account_not_found`"}, **ERRORS})
+async def rotate_account(username: str, services: ServicesDep, client: ClientDep
                          ) -> JSONResponse:
-    """Revoke at once; its records are deleted from DigitalOcean."""
+    """A new key at once; the old key stops working; the name and its values stay."""
+    issued = await services.accounts.rotate(username, client=client.label)
+    return JSONResponse(issued.acme_dns_json())
+
+
+@router.delete("/accounts/{username}", responses={404: {"description": "`account_not_found`"},
+                                                  **ERRORS})
+async def revoke_account(
+    username: str, services: ServicesDep, client: ClientDep,
+    purge: Annotated[bool, Query(description="Also delete the account itself")] = False,
+) -> JSONResponse:
+    """Revoke at once (its records are deleted from DigitalOcean); ``purge`` forgets it."""
+    if purge:
+        removed = await services.accounts.delete(username, client=client.label)
+        return JSONResponse({"username": username, "deleted": True, "removed_values": removed})
     account, removed = await services.accounts.revoke(username, client=client.label)
     return JSONResponse({**AccountView.of(account).model_dump(mode="json"),
                          "removed_values": removed})
+
+
+@router.get("/audit", responses=ERRORS)
+async def audit(
+    services: ServicesDep,
+    since: AwareDatetime | None = None,
+    account: Annotated[str | None, Query(max_length=36)] = None,
+    event: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[AuditView]:
+    """The audit trail, newest first. Values appear as fingerprints; keys never."""
+    found = await services.accounts.audit_trail(
+        AuditQuery(since=since, username=account, event=event, limit=limit))
+    return [AuditView(**asdict(e)) for e in found]

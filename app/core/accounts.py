@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from app.core.audit import Auditor
@@ -20,8 +21,17 @@ from app.core.errors import (
     NotConfigured,
     RegistrationClosed,
 )
-from app.core.keys import hash_key, new_key, new_username, verify_key
-from app.core.models import Account, IssuedAccount, Mode, NewAccount
+from app.core.keys import hash_key, needs_rehash, new_key, new_username, verify_key
+from app.core.models import (
+    Account,
+    AccountChanges,
+    AccountFilter,
+    AuditEvent,
+    AuditQuery,
+    IssuedAccount,
+    Mode,
+    NewAccount,
+)
 from app.core.names import (
     IPAddress,
     IPNetwork,
@@ -40,6 +50,7 @@ from app.logs import event
 log = logging.getLogger("acme_delegate.accounts")
 
 MAX_NOTE_LENGTH = 500
+MAX_VALUES_LIMIT = 20
 
 
 class Registration(enum.StrEnum):
@@ -83,12 +94,17 @@ class AccountService:
         delegated: bool,
         allowfrom: Sequence[IPNetwork] = (),
         note: str | None = None,
+        expires_at: datetime | None = None,
+        max_values: int | None = None,
         client: str | None = None,
         via: str = "admin",
     ) -> IssuedAccount:
         """Issue a credential; the key is in the result and nowhere else, ever."""
         domain = normalize_domain(domain) if domain is not None else None
         note = check_note(note)
+        self._check_expiry(expires_at)
+        if max_values is not None and not 1 <= max_values <= MAX_VALUES_LIMIT:
+            raise InvalidInput(f"max_values: 1 to {MAX_VALUES_LIMIT}")
         label = new_delegation_label()
         if delegated:
             if not self._delegation_domain:
@@ -114,6 +130,8 @@ class AccountService:
                 allowfrom=tuple(allowfrom),
                 note=note,
                 created_at=self._clock(),
+                expires_at=expires_at,
+                max_values=max_values,
             )
         )
         event(log, "account.created", account=account.username, name=name, mode=mode, via=via)
@@ -146,12 +164,22 @@ class AccountService:
             key if isinstance(key, str) and looks_like_key(key) else "",
             account.key_hash if account else None,
         )
-        if account is None or not key_ok or not account.active:
+        if account is None or not key_ok:
             await self._audit("auth.failed", Forbidden.code, client=client, username=username)
+            raise Forbidden()
+        if not account.usable_at(self._clock()):
+            reason = "revoked" if account.revoked_at else "expired"
+            await self._audit("auth.failed", reason, account=account, client=client)
             raise Forbidden()
         if not address_allowed(address, account.allowfrom):
             await self._audit("auth.failed", "address_not_allowed", account=account, client=client)
             raise Forbidden()
+        if needs_rehash(account.key_hash):
+            # An imported acme-dns bcrypt hash: swap in the native one now that we saw the key.
+            assert isinstance(key, str)
+            if await self._store.set_key_hash(account.username, hash_key(key),
+                                              expected=account.key_hash):
+                event(log, "account.rehashed", account=account.username)
         return account
 
     @staticmethod
@@ -175,8 +203,55 @@ class AccountService:
             raise AccountNotFound()
         return account
 
-    async def list(self, *, include_revoked: bool = False) -> list[Account]:
-        return await self._store.list_accounts(include_revoked=include_revoked)
+    async def list_accounts(self, where: AccountFilter | None = None) -> list[Account]:
+        return await self._store.list_accounts(where or AccountFilter())
+
+    async def rotate(self, username: str, *, client: str | None = None) -> IssuedAccount:
+        """A new key, shown once; the old one stops working with this one UPDATE.
+        The account's name and its live values are untouched."""
+        account = await self.get(username)
+        if not account.active:
+            raise AccountNotFound("a revoked account cannot be rotated")
+        key = new_key()
+        await self._store.set_key_hash(account.username, hash_key(key))
+        event(log, "account.rotated", account=account.username)
+        await self._audit("account.rotate", "ok", account=account, client=client)
+        return IssuedAccount(account=account, key=key)
+
+    async def change(
+        self, username: str, changes: AccountChanges, *, client: str | None = None
+    ) -> Account:
+        """Edit allowfrom, note or expiry."""
+        if changes.note is not None:
+            changes = replace(changes, note=check_note(changes.note))
+        self._check_expiry(changes.expires_at)
+        account = await self.get(username)
+        updated = await self._store.update_account(account.username, changes)
+        if updated is None:
+            raise AccountNotFound()
+        await self._audit("account.change", "ok", account=updated, client=client)
+        return updated
+
+    async def delete(self, username: str, *, client: str | None = None) -> int:
+        """Revoke (removing its values), then forget the account; the audit trail stays."""
+        account, removed = await self.revoke(username, client=client)
+        await self._store.delete_account(account.username)
+        await self._audit("account.delete", "ok", account=account, client=client)
+        return removed
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    async def audit_trail(self, where: AuditQuery) -> list[AuditEvent]:
+        return await self._store.audit_events(where)
+
+    def _check_expiry(self, expires_at: datetime | None) -> None:
+        if expires_at is None:
+            return
+        if expires_at.tzinfo is None:
+            raise InvalidInput("expires_at needs a time zone")
+        if expires_at <= self._clock():
+            raise InvalidInput("expires_at is in the past")
 
     async def revoke(self, username: str, *, client: str | None = None) -> tuple[Account, int]:
         """Revoke at once, then remove its values; returns the account and values removed."""

@@ -88,7 +88,7 @@ class ChallengeService:
             event(log, "txt.created", name=name, value=fingerprint(value), record=record.id)
             live = [v for v in current if v.state is ValueState.LIVE and v.value != value]
             # ``current`` is ordered oldest first; keep room for the new value.
-            excess = len(live) + 1 - self._max_values
+            excess = len(live) + 1 - (account.max_values or self._max_values)
             if excess > 0:
                 await self._remove(live[:excess], reason="evicted")
 

@@ -14,7 +14,11 @@ import hmac
 import secrets
 import uuid
 
+import bcrypt
+
 _SCHEME = "sha256"
+# Hashes imported from acme-dns (Go bcrypt, cost 10): verified as they are, then replaced.
+BCRYPT_SCHEME = "bcrypt"
 
 
 def new_username() -> str:
@@ -37,6 +41,11 @@ _DUMMY_HASH = hash_key(new_key())
 def verify_key(key: str, stored: str | None) -> bool:
     """Constant-time check of ``key`` against a stored hash (None: unknown user)."""
     scheme, _, digest = (stored or _DUMMY_HASH).partition("$")
+    if scheme == BCRYPT_SCHEME:
+        try:
+            return bcrypt.checkpw(key.encode("utf-8"), digest.encode("ascii"))
+        except ValueError:
+            return False
     if scheme != _SCHEME:
         # Unknown scheme: still spend the same work, then refuse.
         _, _, digest = _DUMMY_HASH.partition("$")
@@ -44,6 +53,18 @@ def verify_key(key: str, stored: str | None) -> bool:
         return False
     candidate = hashlib.sha256(key.encode("utf-8")).hexdigest()
     return hmac.compare_digest(candidate, digest) and stored is not None
+
+
+def needs_rehash(stored: str) -> bool:
+    """True for a hash that is not the native one (an import from acme-dns)."""
+    return not stored.startswith(_SCHEME + "$")
+
+
+def bcrypt_hash(stored_by_acme_dns: str) -> str:
+    """An acme-dns bcrypt hash in our scheme-prefixed form, or ValueError."""
+    if not stored_by_acme_dns.startswith(("$2a$", "$2b$", "$2y$")):
+        raise ValueError("not a bcrypt hash")
+    return f"{BCRYPT_SCHEME}${stored_by_acme_dns}"
 
 
 def fingerprint(value: str) -> str:

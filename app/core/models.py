@@ -35,6 +35,12 @@ class Account:
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None
+    max_values: int | None = None  # None: the service-wide MAX_VALUES_PER_NAME
+
+    def usable_at(self, now: datetime) -> bool:
+        """Not revoked and not expired."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
     @property
     def active(self) -> bool:
@@ -53,6 +59,31 @@ class NewAccount:
     allowfrom: tuple[IPNetwork, ...]
     note: str | None
     created_at: datetime
+    expires_at: datetime | None = None
+    max_values: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFilter:
+    """What ``list`` returns: all filters combine with AND."""
+
+    include_revoked: bool = False
+    mode: Mode | None = None
+    domain: str | None = None
+    stale_before: datetime | None = None  # not used since (or never used and created before)
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountChanges:
+    """An admin edit: ``None`` leaves a field as it is."""
+
+    allowfrom: tuple[IPNetwork, ...] | None = None
+    note: str | None = None
+    clear_note: bool = False
+    expires_at: datetime | None = None
+    clear_expiry: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +115,14 @@ class TxtValue:
     account_id: int | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    since: datetime | None = None
+    username: str | None = None
+    event: str | None = None
+    limit: int = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,16 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
-from app.core.models import Account, AuditEvent, NewAccount, TxtValue, ValueState
+from app.core.models import (
+    Account,
+    AccountChanges,
+    AccountFilter,
+    AuditEvent,
+    AuditQuery,
+    NewAccount,
+    TxtValue,
+    ValueState,
+)
 
 
 class ProviderError(Exception):
@@ -50,7 +59,12 @@ class Store(Protocol):
     # accounts
     async def add_account(self, account: NewAccount) -> Account: ...
     async def get_account(self, username: str) -> Account | None: ...
-    async def list_accounts(self, *, include_revoked: bool = False) -> list[Account]: ...
+    async def list_accounts(self, where: AccountFilter) -> list[Account]: ...
+    async def update_account(self, username: str, changes: AccountChanges) -> Account | None: ...
+    async def set_key_hash(
+        self, username: str, key_hash: str, *, expected: str | None = None
+    ) -> bool: ...
+    async def delete_account(self, username: str) -> bool: ...
     async def set_revoked(self, username: str, at: datetime) -> Account | None: ...
     async def touch_account(self, account_id: int, at: datetime) -> None: ...
 
@@ -68,3 +82,4 @@ class Store(Protocol):
 
     # audit
     async def audit(self, event: AuditEvent) -> None: ...
+    async def audit_events(self, where: AuditQuery) -> list[AuditEvent]: ...

@@ -9,12 +9,22 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import and_, delete, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.errors import NameInUse
-from app.core.models import Account, AuditEvent, Mode, NewAccount, TxtValue, ValueState
+from app.core.models import (
+    Account,
+    AccountChanges,
+    AccountFilter,
+    AuditEvent,
+    AuditQuery,
+    Mode,
+    NewAccount,
+    TxtValue,
+    ValueState,
+)
 from app.db.tables import AccountRow, AuditRow, TxtValueRow
 
 
@@ -33,6 +43,8 @@ def _account(row: AccountRow) -> Account:
         created_at=row.created_at,
         last_used_at=row.last_used_at,
         revoked_at=row.revoked_at,
+        expires_at=row.expires_at,
+        max_values=row.max_values,
     )
 
 
@@ -107,6 +119,8 @@ class SqlStore:
             allowfrom=[str(n) for n in account.allowfrom],
             note=account.note,
             created_at=account.created_at,
+            expires_at=account.expires_at,
+            max_values=account.max_values,
         )
         try:
             async with self._tx() as session:
@@ -120,12 +134,54 @@ class SqlStore:
             row = await session.scalar(select(AccountRow).where(AccountRow.username == username))
             return _account(row) if row else None
 
-    async def list_accounts(self, *, include_revoked: bool = False) -> list[Account]:
-        query = select(AccountRow).order_by(AccountRow.id)
-        if not include_revoked:
+    async def list_accounts(self, where: AccountFilter) -> list[Account]:
+        query = select(AccountRow).order_by(AccountRow.id).limit(where.limit).offset(where.offset)
+        if not where.include_revoked:
             query = query.where(AccountRow.revoked_at.is_(None))
+        if where.mode is not None:
+            query = query.where(AccountRow.mode == where.mode.value)
+        if where.domain is not None:
+            query = query.where(AccountRow.domain == where.domain)
+        if where.stale_before is not None:
+            query = query.where(
+                or_(
+                    AccountRow.last_used_at < where.stale_before,
+                    and_(AccountRow.last_used_at.is_(None),
+                         AccountRow.created_at < where.stale_before),
+                )
+            )
         async with self._sessions() as session:
             return [_account(row) for row in await session.scalars(query)]
+
+    async def update_account(self, username: str, changes: AccountChanges) -> Account | None:
+        async with self._tx() as session:
+            row = await session.scalar(select(AccountRow).where(AccountRow.username == username))
+            if row is None:
+                return None
+            if changes.allowfrom is not None:
+                row.allowfrom = [str(n) for n in changes.allowfrom]
+            if changes.note is not None or changes.clear_note:
+                row.note = changes.note
+            if changes.expires_at is not None or changes.clear_expiry:
+                row.expires_at = changes.expires_at
+            return _account(row)
+
+    async def set_key_hash(self, username: str, key_hash: str, *, expected: str | None = None
+                           ) -> bool:
+        """Replace the key hash in one statement; with ``expected``, only if unchanged
+        (so a concurrent rotation is never undone by a rehash)."""
+        query = update(AccountRow).where(AccountRow.username == username)
+        if expected is not None:
+            query = query.where(AccountRow.key_hash == expected)
+        async with self._tx() as session:
+            result = await session.execute(query.values(key_hash=key_hash))
+            return bool(getattr(result, "rowcount", 0))
+
+    async def delete_account(self, username: str) -> bool:
+        async with self._tx() as session:
+            result = await session.execute(
+                delete(AccountRow).where(AccountRow.username == username))
+            return bool(getattr(result, "rowcount", 0))
 
     async def set_revoked(self, username: str, at: datetime) -> Account | None:
         async with self._tx() as session:
@@ -246,8 +302,15 @@ class SqlStore:
                 )
             )
 
-    async def audit_events(self, *, limit: int = 100) -> list[AuditEvent]:
-        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+    async def audit_events(self, where: AuditQuery) -> list[AuditEvent]:
+        """Newest first."""
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(where.limit)
+        if where.since is not None:
+            query = query.where(AuditRow.at >= where.since)
+        if where.username is not None:
+            query = query.where(AuditRow.username == where.username)
+        if where.event is not None:
+            query = query.where(AuditRow.event == where.event)
         async with self._sessions() as session:
             return [
                 AuditEvent(

@@ -75,6 +75,8 @@ class AccountRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    max_values: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         # One active account per name; a revoked one frees the name.
