@@ -11,7 +11,7 @@ from app.api.deps import ClientDep, ServicesDep, admin_token_given
 from app.api.errors import error_response
 from app.api.request import parse_json_object, read_body
 from app.core.errors import Forbidden, MalformedJson
-from app.core.names import check_txt_value, parse_allowfrom
+from app.core.names import parse_allowfrom
 from app.logs import event
 
 router = APIRouter(tags=["acme-dns"])
@@ -45,8 +45,7 @@ async def update(request: Request, services: ServicesDep, client: ClientDep) -> 
     if body is None or not services.accounts.owns_label(account, body.get("subdomain")):
         await services.accounts.refuse(account, client=client.label, reason="wrong_subdomain")
         raise Forbidden()
-    value = check_txt_value(body.get("txt"))
-    await services.challenges.update(account, value, client=client.label)
+    value = await services.challenges.update(account, body.get("txt"), client=client.label)
     event(log, "update.ok", account=account.username, client=client.label)
     return JSONResponse({"txt": value}, status_code=200)
 

@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import Client, ClientDep, ServicesDep
 from app.api.request import basic_auth, parse_json_object, read_body
-from app.core.errors import Forbidden, InvalidDomain, InvalidInput, MalformedJson
+from app.core.errors import Forbidden, InvalidDomain, MalformedJson
 from app.core.models import Account
-from app.core.names import challenge_name, check_txt_value, normalize_domain, normalize_fqdn
+from app.core.names import challenge_name, normalize_domain, normalize_fqdn
 from app.wiring import Services
 
 router = APIRouter(tags=["httpreq"])
@@ -22,17 +22,18 @@ router = APIRouter(tags=["httpreq"])
 MAX_KEY_AUTH = 512
 
 
-def raw_value(key_auth: object) -> str:
+def raw_value(key_auth: str) -> str | None:
     """RAW mode: the DNS-01 value is base64url(SHA-256(key authorization)), unpadded."""
-    if not isinstance(key_auth, str) or not 0 < len(key_auth) <= MAX_KEY_AUTH:
-        raise InvalidInput("keyAuth missing or too long")
+    if len(key_auth) > MAX_KEY_AUTH:
+        return None
     digest = hashlib.sha256(key_auth.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 async def _authorized(
     request: Request, services: Services, client: Client
-) -> tuple[Account, str]:
+) -> tuple[Account, object]:
+    """The account, and the value it asks for (validated, and audited, by the service)."""
     try:
         body: dict[str, object] | None = parse_json_object(await read_body(request))
     except MalformedJson:
@@ -62,19 +63,21 @@ async def _authorized(
         allowed = domain != "" and (
             account.domain == domain or services.accounts.owns_name(account, challenge_name(domain))
         )
-        value = raw_value(body.get("keyauth")) if allowed else None
+        key_auth = body.get("keyauth")
+        value = raw_value(key_auth) if isinstance(key_auth, str) and key_auth else None
     if not allowed:
         await services.accounts.refuse(account, client=client.label, reason="wrong_name")
         raise Forbidden()
-    return account, check_txt_value(value)
+    return account, value
 
 
 @router.post("/present")
 async def present(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
     """Put a challenge value at the caller's bound name."""
     account, value = await _authorized(request, services, client)
-    await services.challenges.update(account, value, client=client.label, via="present")
-    return JSONResponse({"fqdn": account.name + ".", "value": value})
+    checked = await services.challenges.update(account, value, client=client.label,
+                                               via="present")
+    return JSONResponse({"fqdn": account.name + ".", "value": checked})
 
 
 @router.post("/cleanup")

@@ -20,6 +20,7 @@ from app.core.audit import Auditor
 from app.core.errors import DomainError, ProviderUnavailable
 from app.core.keys import fingerprint
 from app.core.models import Account, TxtValue, ValueState
+from app.core.names import check_txt_value
 from app.core.ports import DnsProvider, ProviderError, ProviderRecord, Store
 from app.logs import event
 
@@ -48,23 +49,31 @@ class ChallengeService:
         self._audit = Auditor(store, clock)
 
     async def update(
-        self, account: Account, value: str, *, client: str | None, via: str = "update"
-    ) -> None:
-        """``put`` with its audit record, success or failure."""
+        self, account: Account, value: object, *, client: str | None, via: str = "update"
+    ) -> str:
+        """Validate and ``put`` a value, with its audit record, success or failure."""
+        checked: str | None = None
         try:
-            await self.put(account, value)
+            checked = check_txt_value(value)
+            await self.put(account, checked)
         except DomainError as exc:
-            await self._audit(via, exc.code, account=account, client=client, value=value)
+            await self._audit(via, exc.code, account=account, client=client, value=checked)
             raise
         await self._store.touch_account(account.id, self._clock())
-        await self._audit(via, "ok", account=account, client=client, value=value)
+        await self._audit(via, "ok", account=account, client=client, value=checked)
+        return checked
 
-    async def cleanup(self, account: Account, value: str, *, client: str | None) -> bool:
-        """``remove`` with its audit record."""
-        removed = await self.remove(account, value)
+    async def cleanup(self, account: Account, value: object, *, client: str | None) -> bool:
+        """Validate and ``remove`` a value, with its audit record."""
+        try:
+            checked = check_txt_value(value)
+        except DomainError as exc:
+            await self._audit("cleanup", exc.code, account=account, client=client)
+            raise
+        removed = await self.remove(account, checked)
         await self._store.touch_account(account.id, self._clock())
         await self._audit("cleanup", "ok" if removed else "absent", account=account,
-                          client=client, value=value)
+                          client=client, value=checked)
         return removed
 
     async def put(self, account: Account, value: str) -> None:

@@ -30,7 +30,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _a_label(label: str) -> str:
+def a_label(label: str) -> str:
     """One label as a lower-case A-label, or InvalidDomain."""
     if label.isascii():
         label = label.lower()
@@ -71,7 +71,7 @@ def normalize_domain(raw: str) -> str:
         raise InvalidDomain("a domain needs at least two labels")
     if any(not label for label in labels):
         raise InvalidDomain("empty label")
-    result = ".".join(_a_label(label) for label in labels)
+    result = ".".join(a_label(label) for label in labels)
     if len(result) > MAX_NAME_LENGTH - len(CHALLENGE_LABEL) - 1:
         raise InvalidDomain("domain too long for its challenge name")
     if result.rsplit(".", 1)[1].isdigit():
@@ -97,7 +97,7 @@ def normalize_fqdn(raw: str) -> str:
         if label.lower() == CHALLENGE_LABEL:
             out.append(CHALLENGE_LABEL)
         else:
-            out.append(_a_label(label))
+            out.append(a_label(label))
     result = ".".join(out)
     if len(result) > MAX_NAME_LENGTH:
         raise InvalidDomain("name too long")

@@ -161,3 +161,36 @@ def test_full_run_leaks_no_secret(env: dict[str, str], standin: Standin, tmp_pat
         assert secret not in listed.stdout
         for label, text in bodies:
             assert secret not in text, label
+
+
+def test_cli_rotate_set_purge_and_audit_filters(env: dict[str, str]) -> None:
+    created = json.loads(run_cli("accounts", "create", "--domain", "www.example.com",
+                                 "--expires", "2099-01-01T00:00:00Z", "--max-values", "3",
+                                 env=env).stdout)
+    username = created["username"]
+    rotated = run_cli("accounts", "rotate", username, "--format", "cert-manager", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    new = json.loads(rotated.stdout)["www.example.com"]
+    assert new["username"] == username and new["password"] != created["password"]
+
+    changed = run_cli("accounts", "set", username, "--allow-from", "192.0.2.0/24",
+                      "--note", "moved", "--expires", "never", env=env)
+    assert changed.returncode == 0, changed.stderr
+    view = json.loads(changed.stdout)
+    assert (view["allowfrom"], view["note"], view["expires_at"], view["max_values"]) == (
+        ["192.0.2.0/24"], "moved", None, 3)
+    assert new["password"] not in changed.stdout
+    bad = run_cli("accounts", "set", username, "--expires", "tomorrow", env=env)
+    assert bad.returncode != 0 and "--expires" in bad.stderr
+
+    stale = run_cli("accounts", "list", "--stale-days", "0", "--json", env=env)
+    assert username in stale.stdout
+    purged = run_cli("accounts", "revoke", username, "--purge", env=env)
+    assert purged.returncode == 0 and "deleted" in purged.stdout
+    assert run_cli("accounts", "show", username, env=env).returncode != 0
+
+    trail = run_cli("audit", "--account", username, "--since", "1h", env=env)
+    events = [json.loads(line)["event"] for line in trail.stdout.splitlines()]
+    assert events == ["account.create", "account.rotate", "account.change", "account.revoke",
+                      "account.delete"]
+    assert run_cli("audit", "--since", "yesterday", env=env).returncode != 0
