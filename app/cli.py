@@ -157,6 +157,9 @@ def serve(host: str, port: int, standin_dns_port: int) -> None:
             server_header=False,
             log_config=None,
             log_level=settings.log_level.lower(),
+            # On SIGTERM, finish the updates in flight (each ends within DO_TIMEOUT-bounded
+            # calls) before the process goes.
+            timeout_graceful_shutdown=30,
         )
 
 
@@ -341,6 +344,15 @@ def _parse_since(text: str, now: datetime) -> datetime:
         raise click.BadParameter("a time (ISO-8601) or a duration (30m, 12h, 7d)",
                                  param_hint="--since") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@main.command()
+def reconcile() -> None:
+    """Run one reconcile pass now and print what it repaired (JSON)."""
+    report = _run(_settings(), lambda s: s.reconciler.run_once())
+    click.echo(json.dumps({**asdict(report), "repairs": report.repairs}))
+    if report.failures:
+        raise SystemExit(1)
 
 
 @main.command("import-acme-dns")

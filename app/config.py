@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     do_token_file: Path | None = None
     do_api_url: str = DIGITALOCEAN_API_URL
     do_timeout: float = Field(default=10.0, gt=0, le=120)
+    # DigitalOcean allows 250 a minute and 5,000 an hour per account: keep a margin for
+    # whatever else uses the token.
+    do_rate_per_minute: int = Field(default=240, ge=1, le=250)
+    do_rate_per_hour: int = Field(default=4800, ge=1, le=5000)
+    do_max_wait: float = Field(default=10.0, ge=0, le=120)
     delegation_domain: str | None = None
     zones: Annotated[list[str], NoDecode] = []
     registration: Registration = Registration.CLOSED

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import __version__
 from app.api import acmedns, admin, errors, httpreq
 from app.config import Settings
+from app.core.reconcile import ReconcileLoop
 from app.wiring import build_services
 
 _SLASHES = re.compile(r"/{2,}")
@@ -35,14 +36,24 @@ class NormalizePath:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> FastAPI:
-    """The ASGI app; its lifespan builds the database engine and the DigitalOcean client."""
+def create_app(
+    settings: Settings, *, http: httpx.AsyncClient | None = None, reconcile: bool = True
+) -> FastAPI:
+    """The ASGI app; its lifespan builds the database engine and the DigitalOcean client,
+    and (unless ``reconcile`` is off, as in unit tests) runs the reconciler."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with build_services(settings, http=http) as services:
             app.state.services = services
-            yield
+            loop = ReconcileLoop(services.reconciler, settings.reconcile_interval)
+            if reconcile:
+                loop.start()
+            app.state.reconcile_loop = loop
+            try:
+                yield
+            finally:
+                await loop.stop()
 
     app = FastAPI(
         title="acme-delegate",

@@ -15,10 +15,13 @@ from app.config import Settings
 from app.core.accounts import AccountService
 from app.core.challenges import ChallengeService
 from app.core.errors import ProviderUnavailable, ZoneNotFound
+from app.core.reconcile import Reconciler
 from app.core.zones import ZoneResolver
+from app.db.budget import PostgresWindow
 from app.db.engine import create_engine
 from app.db.store import SqlStore
 from app.logs import event
+from app.providers.budget import RateBudget
 from app.providers.digitalocean import DigitalOceanAuthError, DigitalOceanClient
 
 log = logging.getLogger("acme_delegate")
@@ -34,9 +37,11 @@ class Services:
     engine: AsyncEngine
     store: SqlStore
     provider: DigitalOceanClient
+    budget: RateBudget
     zones: ZoneResolver
     challenges: ChallengeService
     accounts: AccountService
+    reconciler: Reconciler
 
 
 @asynccontextmanager
@@ -59,7 +64,14 @@ async def build_services(
     )
     try:
         store = SqlStore(engine)
-        provider = DigitalOceanClient(http=client, token=token, base_url=settings.do_api_url)
+        budget = RateBudget(
+            per_minute=settings.do_rate_per_minute,
+            per_hour=settings.do_rate_per_hour,
+            # Replicas on one PostgreSQL share one window; one SQLite process keeps its own.
+            window=PostgresWindow(engine) if store.shared else None,
+        )
+        provider = DigitalOceanClient(http=client, token=token, base_url=settings.do_api_url,
+                                      budget=budget, max_wait=settings.do_max_wait)
         zones = ZoneResolver(provider, allowed=settings.zones)
         challenges = ChallengeService(
             store, provider, ttl=settings.txt_ttl, max_values=settings.max_values_per_name
@@ -71,7 +83,11 @@ async def build_services(
             delegation_domain=settings.delegation_domain,
             registration=settings.registration,
         )
-        yield Services(settings, engine, store, provider, zones, challenges, accounts)
+        reconciler = Reconciler(store, provider, challenges, lifetime=settings.record_lifetime,
+                                ttl=settings.txt_ttl, clock=accounts.now,
+                                shared_locks=store.shared)
+        yield Services(settings, engine, store, provider, budget, zones, challenges, accounts,
+                       reconciler)
     finally:
         if own_http:
             await client.aclose()

@@ -82,7 +82,7 @@ async def _truncate_postgres() -> None:
     engine = create_async_engine(async_url(POSTGRES_URL))
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE audit_events, txt_values, accounts RESTART IDENTITY"))
+            await conn.execute(text("TRUNCATE audit_events, txt_values, accounts, do_requests RESTART IDENTITY"))
     finally:
         await engine.dispose()
 
@@ -193,7 +193,7 @@ def harness_factory(
     async def build(client_ip: str = "127.0.0.1", **overrides: Any) -> AsyncIterator[Harness]:
         settings = make_settings(**overrides)
         async with do_transport(do_state) as do_http:
-            app = create_app(settings, http=do_http)
+            app = create_app(settings, http=do_http, reconcile=False)
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
                 async with httpx.AsyncClient(transport=transport, base_url="http://acme.test"

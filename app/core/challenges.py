@@ -162,10 +162,15 @@ class ChallengeService:
         event(log, "txt.adopted", logging.WARNING, **fields, record=keep.id)
         return keep
 
-    async def _remove(self, values: Sequence[TxtValue], *, reason: str) -> None:
-        """Delete values from DigitalOcean then from the database; failures stay DELETING."""
+    async def remove_values(self, values: Sequence[TxtValue], *, reason: str) -> int:
+        """``_remove`` for the reconciler, which already holds the name's lock."""
+        return await self._remove(values, reason=reason)
+
+    async def _remove(self, values: Sequence[TxtValue], *, reason: str) -> int:
+        """Delete values from DigitalOcean then from the database; failures stay DELETING.
+        Returns how many are gone for good."""
         if not values:
-            return
+            return 0
         await self._store.set_state([v.id for v in values], ValueState.DELETING)
         done: list[int] = []
         for value in values:
@@ -174,6 +179,7 @@ class ChallengeService:
                 event(log, "txt.deleted", name=value.name, value=fingerprint(value.value),
                       reason=reason)
         await self._store.delete_values(done)
+        return len(done)
 
     async def _delete_value(self, value: TxtValue) -> bool:
         if value.record_id is not None:

@@ -68,6 +68,9 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+_RECONCILE_KEY = advisory_key("acme-delegate:reconciler")
+
+
 class _LocalLocks:
     """One asyncio lock per name, dropped when nobody holds or waits for it."""
 
@@ -94,6 +97,7 @@ class SqlStore:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._local = _LocalLocks()
+        self._reconciling = asyncio.Lock()
         self._postgres = engine.dialect.name == "postgresql"
 
     @asynccontextmanager
@@ -223,6 +227,62 @@ class SqlStore:
                         await conn.invalidate()
                         raise
 
+    @asynccontextmanager
+    async def reconcile_lock(self) -> AsyncIterator[bool]:
+        """One reconciler at a time in the deployment; yields False if another holds it.
+        On PostgreSQL a crashed holder's connection closes and the lock goes with it."""
+        if self._reconciling.locked():
+            yield False
+            return
+        async with self._reconciling:
+            if not self._postgres:
+                yield True
+                return
+            async with self._engine.connect() as conn:
+                got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                          {"k": _RECONCILE_KEY})).scalar()
+                await conn.commit()
+                if not got:
+                    yield False
+                    return
+                try:
+                    yield True
+                finally:
+                    try:
+                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"),
+                                           {"k": _RECONCILE_KEY})
+                        await conn.commit()
+                    except BaseException:
+                        await conn.invalidate()
+                        raise
+
+    async def owned_names(self) -> dict[str, set[str]]:
+        """Every name this service has bound or written, by zone: the reconciler's scope."""
+        owned: dict[str, set[str]] = {}
+        async with self._sessions() as session:
+            for zone, name in await session.execute(
+                select(AccountRow.zone, AccountRow.name).distinct()
+            ):
+                owned.setdefault(zone, set()).add(name)
+            for zone, name in await session.execute(
+                select(TxtValueRow.zone, TxtValueRow.name).distinct()
+            ):
+                owned.setdefault(zone, set()).add(name)
+        return owned
+
+    async def accounts_by_id(self, ids: Sequence[int]) -> dict[int, Account]:
+        if not ids:
+            return {}
+        async with self._sessions() as session:
+            rows = await session.scalars(select(AccountRow).where(AccountRow.id.in_(set(ids))))
+            return {row.id: _account(row) for row in rows}
+
+    async def set_record_id(self, value_id: int, record_id: int) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(TxtValueRow).where(TxtValueRow.id == value_id).values(record_id=record_id)
+            )
+
     async def values_at(self, name: str) -> list[TxtValue]:
         query = (
             select(TxtValueRow)
@@ -256,6 +316,15 @@ class SqlStore:
         async with self._tx() as session:
             session.add(row)
         return _value(row)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def shared(self) -> bool:
+        """True when several processes may share this database (PostgreSQL)."""
+        return self._postgres
 
     async def mark_live(self, value_id: int, record_id: int, at: datetime) -> None:
         async with self._tx() as session:

@@ -107,6 +107,15 @@ class TxtValueRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class DoRequestRow(Base):
+    """One row per DigitalOcean request in the last hour: the shared rate window."""
+
+    __tablename__ = "do_requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class AuditRow(Base):
     __tablename__ = "audit_events"
 

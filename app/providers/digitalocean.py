@@ -30,6 +30,7 @@ import httpx
 from app.core.names import is_within, relative_name
 from app.core.ports import ProviderError
 from app.logs import event
+from app.providers.budget import RateBudget
 
 log = logging.getLogger("acme_delegate.digitalocean")
 
@@ -114,6 +115,7 @@ class DigitalOceanClient:
         base_url: str = "https://api.digitalocean.com",
         max_attempts: int = 4,
         max_wait: float = 20.0,
+        budget: RateBudget | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._http = http
@@ -121,6 +123,7 @@ class DigitalOceanClient:
         self._base = base_url.rstrip("/")
         self._max_attempts = max_attempts
         self._max_wait = max_wait
+        self._budget = budget
         self._sleep = sleep
         self.calls = 0  # requests sent, for metrics and tests
 
@@ -220,6 +223,9 @@ class DigitalOceanClient:
         url = self._base + path
         for attempt in range(1, self._max_attempts + 1):
             last = attempt == self._max_attempts
+            if self._budget is not None:
+                # Raises BudgetExhausted (nothing sent, not ambiguous) past the bounded wait.
+                await self._budget.acquire(self._max_wait)
             started = time.monotonic()
             self.calls += 1
             try:
@@ -242,6 +248,9 @@ class DigitalOceanClient:
                 await self._backoff(attempt)
                 continue
             status = response.status_code
+            if self._budget is not None:
+                self._budget.observe(response.headers.get("ratelimit-remaining"),
+                                     response.headers.get("ratelimit-reset"))
             event(log, "do.request", logging.DEBUG, method=method, path=path, status=status,
                   ms=round((time.monotonic() - started) * 1000, 1),
                   remaining=response.headers.get("ratelimit-remaining"))

@@ -75,6 +75,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_audit_events_username"), ["username"], unique=False)
 
     op.create_table(
+        "do_requests",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_do_requests")),
+    )
+    with op.batch_alter_table("do_requests", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_do_requests_at"), ["at"], unique=False)
+
+    op.create_table(
         "txt_values",
         sa.Column(
             "id",
@@ -111,6 +125,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_txt_values_account_id"))
 
     op.drop_table("txt_values")
+    with op.batch_alter_table("do_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_do_requests_at"))
+
+    op.drop_table("do_requests")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_events_username"))
         batch_op.drop_index(batch_op.f("ix_audit_events_at"))
