@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,6 +70,17 @@ def _run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
     except DomainError as exc:
         raise click.ClickException(f"{exc.code}: {exc}") from None
     except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _sqlite_owner(database_url: str) -> Iterator[None]:
+    from app.db.engine import DatabaseBusy, sqlite_owner
+
+    try:
+        with sqlite_owner(database_url):
+            yield
+    except DatabaseBusy as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -138,6 +149,7 @@ def serve(host: str, port: int, standin_dns_port: int) -> None:
             from app.demo import start_demo
 
             settings = stack.enter_context(start_demo(settings, dns_port=standin_dns_port))
+        stack.enter_context(_sqlite_owner(settings.database_url))
         upgrade(settings.database_url)
         _run(settings, check_provider)
         if demo:
@@ -349,7 +361,9 @@ def _parse_since(text: str, now: datetime) -> datetime:
 @main.command()
 def reconcile() -> None:
     """Run one reconcile pass now and print what it repaired (JSON)."""
-    report = _run(_settings(), lambda s: s.reconciler.run_once())
+    settings = _settings()
+    with _sqlite_owner(settings.database_url):
+        report = _run(settings, lambda s: s.reconciler.run_once())
     click.echo(json.dumps({**asdict(report), "repairs": report.repairs}))
     if report.failures:
         raise SystemExit(1)

@@ -84,8 +84,7 @@ async def build_services(
             registration=settings.registration,
         )
         reconciler = Reconciler(store, provider, challenges, lifetime=settings.record_lifetime,
-                                ttl=settings.txt_ttl, clock=accounts.now,
-                                shared_locks=store.shared)
+                                ttl=settings.txt_ttl, clock=accounts.now)
         yield Services(settings, engine, store, provider, budget, zones, challenges, accounts,
                        reconciler)
     finally:

@@ -87,6 +87,21 @@ async def _truncate_postgres() -> None:
         await engine.dispose()
 
 
+def fresh_postgres() -> str:
+    """The tests' PostgreSQL database, migrated and emptied."""
+    require_postgres()
+    if not _migrated_postgres:
+        upgrade(POSTGRES_URL)
+        _migrated_postgres.append(True)
+    asyncio.run(_truncate_postgres())
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    return fresh_postgres()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database of each kind."""
@@ -94,12 +109,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = f"sqlite:///{tmp_path / 'acme-delegate.sqlite3'}"
         upgrade(url)
         return url
-    require_postgres()
-    if not _migrated_postgres:
-        upgrade(POSTGRES_URL)
-        _migrated_postgres.append(True)
-    asyncio.run(_truncate_postgres())
-    return POSTGRES_URL
+    return fresh_postgres()
 
 
 @pytest.fixture

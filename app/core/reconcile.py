@@ -5,8 +5,11 @@ service owns (bound by an account, or holding one of its values), and per name, 
 the same lock updates take:
 - removes values past RECORD_LIFETIME (no acme-dns client ever cleans up), values of
   revoked, expired or deleted accounts, and removals that failed before (DELETING);
-- settles PENDING values a crash or a lost answer left behind: adopts the record if
-  DigitalOcean has it, forgets the row if not;
+- settles PENDING values a crash or a lost answer left behind: their client never heard
+  "200", so the record, if DigitalOcean made it after all, goes with the row. Creates run
+  under the name's lock, which every writer of the database shares (a PostgreSQL
+  advisory lock; SQLite is one process, held to it by a lock file), so a PENDING row
+  seen under that lock is stale for sure;
 - re-creates live values deleted behind our back;
 - deletes records at owned names that no row knows: ghosts and duplicates.
 Only one replica reconciles at a time; a crashed one's lock is released with its
@@ -29,12 +32,6 @@ from app.logs import event
 
 log = logging.getLogger("acme_delegate.reconcile")
 
-# Creates run under the name's lock. On PostgreSQL that lock is an advisory lock every
-# process shares, so a PENDING row seen under it is stale for sure (its writer crashed or
-# failed). A SQLite deployment is one server process, but an operator may run
-# `acme-delegate reconcile` beside it: there a PENDING row younger than this may still
-# belong to a create in flight in the other process.
-PENDING_GRACE_UNSHARED = timedelta(seconds=120)
 
 
 @dataclass
@@ -45,16 +42,15 @@ class ReconcileReport:
     expired: int = 0
     revoked: int = 0
     retried: int = 0  # DELETING rows finished
-    adopted: int = 0
-    forgotten: int = 0  # PENDING rows whose record never existed
+    forgotten: int = 0  # PENDING rows left by a crash or a lost answer
     recreated: int = 0
     ghosts: int = 0
     failures: list[str] = field(default_factory=list)
 
     @property
     def repairs(self) -> int:
-        return (self.expired + self.revoked + self.retried + self.adopted + self.forgotten
-                + self.recreated + self.ghosts)
+        return (self.expired + self.revoked + self.retried + self.forgotten + self.recreated
+                + self.ghosts)
 
 
 def fqdn(record: ProviderRecord, zone: str) -> str:
@@ -71,9 +67,7 @@ class Reconciler:
         lifetime: int,
         ttl: int,
         clock: Callable[[], datetime],
-        shared_locks: bool,
     ) -> None:
-        self._pending_grace = timedelta(0) if shared_locks else PENDING_GRACE_UNSHARED
         self._store = store
         self._provider = provider
         self._challenges = challenges
@@ -92,7 +86,7 @@ class Reconciler:
         if report.repairs or report.failures:
             event(log, "reconcile.done", logging.WARNING if report.failures else logging.INFO,
                   zones=report.zones, names=report.names, expired=report.expired,
-                  revoked=report.revoked, retried=report.retried, adopted=report.adopted,
+                  revoked=report.revoked, retried=report.retried,
                   forgotten=report.forgotten, recreated=report.recreated, ghosts=report.ghosts,
                   failures=len(report.failures))
         return report
@@ -130,17 +124,10 @@ class Reconciler:
                 doomed["revoked"].append(row)
             elif row.state is ValueState.LIVE and row.updated_at <= now - self._lifetime:
                 doomed["expired"].append(row)
-            elif (row.state is ValueState.PENDING
-                  and row.updated_at <= now - self._pending_grace):
-                match = next((r for r in records
-                              if r.data == row.value and r.id not in known), None)
-                if match is None:
-                    await self._store.delete_values([row.id])
-                    report.forgotten += 1
-                else:
-                    await self._store.mark_live(row.id, match.id, row.updated_at)
-                    known.add(match.id)
-                    report.adopted += 1
+            elif row.state is ValueState.PENDING:
+                # Its record, if any, is unknown by id: the ghost sweep below removes it.
+                await self._store.delete_values([row.id])
+                report.forgotten += 1
             elif (row.state is ValueState.LIVE and row.record_id not in listed
                   and row.updated_at < listed_at):
                 await self._recreate(zone, row, report)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +95,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+class DatabaseBusy(Exception):
+    """Another process serves this SQLite database."""
+
+
+@contextmanager
+def sqlite_owner(raw_url: str) -> Iterator[None]:
+    """Hold the one-process lock of a SQLite database (a ``.lock`` file beside it).
+
+    SQLite deployments are one process: name locks live in its memory. This keeps a
+    second ``serve``, or a ``reconcile`` run beside a server, from breaking that.
+    Does nothing for PostgreSQL, where advisory locks are shared by every process.
+    """
+    url = async_url(raw_url)
+    path = sqlite_path(url) if is_sqlite(url) else None
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatabaseBusy(
+                f"another acme-delegate process is using {path}: SQLite takes one process "
+                "(use PostgreSQL for replicas, or stop the server first)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

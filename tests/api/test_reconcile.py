@@ -1,0 +1,228 @@
+"""The reconciler, and crash safety: whatever happened, one pass makes DigitalOcean match
+the database, touching nothing it does not own."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from app.core.models import ValueState
+from app.core.reconcile import Reconciler, ReconcileReport
+from app.db.tables import TxtValueRow
+from tests.conftest import ADMIN_TOKEN, Harness, challenge_value
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+V1, V2, V3 = (challenge_value(n) for n in (1, 2, 3))
+
+
+def reconciler(h: Harness, *, later: timedelta = timedelta(0), lifetime: int = 3600
+               ) -> Reconciler:
+    """A reconciler whose clock runs ``later`` ahead."""
+    s = h.services
+    return Reconciler(s.store, s.provider, s.challenges, lifetime=lifetime, ttl=30,
+                      clock=lambda: datetime.now(UTC) + later)
+
+
+async def age(h: Harness, name: str, seconds: int) -> None:
+    async with h.services.engine.begin() as conn:
+        await conn.execute(update(TxtValueRow).where(TxtValueRow.name == name).values(
+            updated_at=datetime.now(UTC) - timedelta(seconds=seconds)))
+
+
+def consistent(h: Harness, rows: list[Any], name: str) -> None:
+    """DigitalOcean holds exactly the database's live values at ``name``, by id."""
+    live = {(r.record_id, r.value) for r in rows if r.state is ValueState.LIVE}
+    assert all(r.state is ValueState.LIVE for r in rows)
+    assert {(r.id, r.data) for r in h.do.find_records(name, "TXT")} == live
+
+
+async def test_a_clean_state_needs_no_repair_and_lists_each_zone_once(harness: Harness) -> None:
+    a = await harness.create_account(domain="www.example.com")
+    b = await harness.create_account(domain="mail.example.com")
+    c = await harness.create_account(domain="x.customer.net", delegated=True)
+    for account in (a, b, c):
+        await harness.update(account, V1)
+    harness.do.clear_requests()
+    report = await reconciler(harness).run_once()
+    assert report.repairs == 0 and report.failures == [] and report.zones == 2
+    calls = [(e.method, e.path, e.query) for e in harness.do.requests()]
+    assert len(calls) == 2 and all(m == "GET" and "type=TXT" in q and "per_page=200" in q
+                                   for m, _, q in calls)
+
+
+async def test_values_past_their_lifetime_are_removed(harness: Harness) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    await harness.update(account, V2)
+    await age(harness, account["fulldomain"], 4000)
+    await harness.update(account, V3)  # fresh
+    report = await reconciler(harness).run_once()
+    assert report.expired == 1  # V1 went when V3 came; the aged V2 expires now
+    assert harness.txt_at(account["fulldomain"]) == [V3]
+    consistent(harness, await harness.services.store.values_at(account["fulldomain"]),
+               account["fulldomain"])
+
+
+async def test_ghosts_and_duplicates_at_owned_names_go_and_nothing_else_moves(
+    harness: Harness,
+) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    # Behind our back: a duplicate of V1 and a stranger at our name; records at names we
+    # do not own, including a TXT right next to ours.
+    harness.do.add_record("example.com", "TXT", "_acme-challenge.www", V1)
+    harness.do.add_record("example.com", "TXT", "_acme-challenge.www", "someone-else")
+    harness.do.add_record("example.com", "TXT", "_acme-challenge.mail", V2)
+    harness.do.add_record("example.com", "TXT", "_acme-challenge", V3)
+    harness.do.add_record("example.com", "CNAME", "_acme-challenge.ftp", "x.example.org.")
+    harness.do.add_records("example.com", [("TXT", f"n{i}", "x") for i in range(250)])
+    foreign = {r for r in harness.snapshot() if r[2] != "_acme-challenge.www"}
+    report = await reconciler(harness).run_once()
+    assert report.ghosts == 2
+    assert harness.txt_at(account["fulldomain"]) == [V1]
+    assert {r for r in harness.snapshot() if r[2] != "_acme-challenge.www"} == foreign
+    consistent(harness, await harness.services.store.values_at(account["fulldomain"]),
+               account["fulldomain"])
+    assert (await reconciler(harness).run_once()).repairs == 0
+
+
+async def test_values_deleted_behind_our_back_are_recreated(harness: Harness) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    (record,) = harness.do.find_records(account["fulldomain"], "TXT")
+    harness.do.delete_record("example.com", record.id)
+    report = await reconciler(harness).run_once()
+    assert report.recreated == 1
+    assert harness.txt_at(account["fulldomain"]) == [V1]
+    consistent(harness, await harness.services.store.values_at(account["fulldomain"]),
+               account["fulldomain"])
+
+
+async def test_failed_revocations_are_finished(harness: Harness) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    harness.do.update_faults(methods=["DELETE"], error_next=100)
+    await harness.client.delete(f"/admin/accounts/{account['username']}", headers=AUTH)
+    harness.do.update_faults(error_next=0)
+    assert harness.txt_at(account["fulldomain"]) == [V1]
+    report = await reconciler(harness).run_once()
+    assert report.retried == 1
+    assert harness.txt_at(account["fulldomain"]) == []
+    assert await harness.services.store.values_at(account["fulldomain"]) == []
+
+
+async def test_values_of_expired_accounts_are_removed(harness: Harness) -> None:
+    from app.core.models import AccountChanges
+
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    await harness.services.store.update_account(
+        account["username"], AccountChanges(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    report = await reconciler(harness).run_once()
+    assert report.revoked == 1 and harness.txt_at(account["fulldomain"]) == []
+
+
+async def test_only_one_reconciler_at_a_time(harness: Harness) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    harness.do.update_faults(latency_ms=200)
+    reports: list[ReconcileReport] = await asyncio.gather(
+        reconciler(harness).run_once(), reconciler(harness).run_once())
+    assert sorted(r.skipped for r in reports) == [False, True]
+
+
+# Crash safety: a process killed at each point of an update
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL: not an Exception, so no handler of ours catches it."""
+
+
+class CrashAt:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._monkeypatch = monkeypatch
+
+    def __call__(self, obj: Any, method: str, *, after: bool = False) -> None:
+        real = getattr(obj, method)
+
+        async def dying(*args: Any, **kwargs: Any) -> Any:
+            if after:
+                await real(*args, **kwargs)
+            raise Crash(method)
+
+        self._monkeypatch.setattr(obj, method, dying)
+
+    def restart(self) -> None:
+        """The process comes back: the code is whole again."""
+        self._monkeypatch.undo()
+
+
+@pytest.fixture
+def crash_at(monkeypatch: pytest.MonkeyPatch) -> CrashAt:
+    return CrashAt(monkeypatch)
+
+
+async def _after_crash(h: Harness, account: dict[str, Any], newest: list[str]) -> None:
+    report = await reconciler(h, later=timedelta(minutes=10)).run_once()
+    assert report.failures == []
+    rows = await h.services.store.values_at(account["fulldomain"])
+    consistent(h, rows, account["fulldomain"])
+    assert sorted(r.value for r in rows) == sorted(newest)
+    assert (await reconciler(h, later=timedelta(minutes=10)).run_once()).repairs == 0
+
+
+async def test_killed_before_the_create(harness: Harness, crash_at: CrashAt) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    crash_at(harness.services.provider, "create_txt")
+    with pytest.raises(Crash):
+        await harness.update(account, V2)
+    crash_at.restart()
+    await _after_crash(harness, account, [V1])
+
+
+async def test_killed_after_the_create_before_the_commit(harness: Harness, crash_at: CrashAt
+                                                         ) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    crash_at(harness.services.provider, "create_txt", after=True)
+    with pytest.raises(Crash):
+        await harness.update(account, V2)
+    assert harness.txt_at(account["fulldomain"]) == sorted([V1, V2])  # DigitalOcean has it
+    crash_at.restart()
+    # Its client never heard 200: the orphan goes, the confirmed value stays.
+    await _after_crash(harness, account, [V1])
+
+
+async def test_killed_during_eviction(harness: Harness, crash_at: CrashAt) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    await harness.update(account, V2)
+    crash_at(harness.services.provider, "delete_record")
+    with pytest.raises(Crash):
+        await harness.update(account, V3)
+    assert harness.txt_at(account["fulldomain"]) == sorted([V1, V2, V3])
+    crash_at.restart()
+    await _after_crash(harness, account, [V2, V3])
+
+
+async def test_killed_while_marking_for_eviction(harness: Harness, crash_at: CrashAt) -> None:
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, V1)
+    await harness.update(account, V2)
+    crash_at(harness.services.store, "set_state")
+    with pytest.raises(Crash):
+        await harness.update(account, V3)
+    crash_at.restart()
+    # Three live rows now: the window is restored by the next update, and the reconciler
+    # keeps what the database says is live.
+    report = await reconciler(harness).run_once()
+    assert report.failures == []
+    rows = await harness.services.store.values_at(account["fulldomain"])
+    consistent(harness, rows, account["fulldomain"])
+    await harness.update(account, challenge_value(4))
+    assert harness.txt_at(account["fulldomain"]) == sorted([V3, challenge_value(4)])

@@ -1,0 +1,88 @@
+"""The DigitalOcean request budget: windows, fairness, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.budget import PostgresWindow
+from app.db.engine import create_engine
+from app.providers.budget import BudgetExhausted, LocalWindow, RateBudget
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_local_window_enforces_the_minute_and_the_hour() -> None:
+    clock = FakeClock()
+    window = LocalWindow(clock)
+    assert [await window.try_take(3, 5) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert await window.try_take(3, 5) == pytest.approx(60.0)
+    clock.now += 60
+    assert await window.try_take(3, 5) == 0.0
+    assert await window.try_take(3, 5) == 0.0
+    # Five in the hour: the next must wait for the first to be an hour old.
+    assert await window.try_take(3, 5) == pytest.approx(3540.0)
+
+
+async def test_budget_waits_within_its_bound_then_refuses_with_a_hint() -> None:
+    clock = FakeClock()
+    budget = RateBudget(per_minute=2, per_hour=100, clock=clock, sleep=clock.sleep)
+    await budget.acquire(max_wait=0)
+    await budget.acquire(max_wait=0)
+    with pytest.raises(BudgetExhausted) as caught:
+        await budget.acquire(max_wait=10)
+    assert caught.value.retry_after is not None and caught.value.retry_after >= 50
+    started = clock.now
+    await budget.acquire(max_wait=60)  # waits for the oldest slot to free
+    assert clock.now - started == pytest.approx(60.0)
+    assert budget.taken == 3
+
+
+async def test_waiters_are_served_in_arrival_order() -> None:
+    clock = FakeClock()
+    budget = RateBudget(per_minute=1, per_hour=100, clock=clock, sleep=clock.sleep)
+    order: list[int] = []
+
+    async def client(n: int) -> None:
+        await budget.acquire(max_wait=1000)
+        order.append(n)
+
+    await asyncio.gather(*(client(n) for n in range(5)))
+    assert order == [0, 1, 2, 3, 4]
+
+
+async def test_digitalocean_saying_nothing_is_left_holds_requests() -> None:
+    import time
+
+    clock = FakeClock()
+    budget = RateBudget(per_minute=100, per_hour=100, clock=clock, sleep=clock.sleep)
+    budget.observe("0", str(time.time() + 30))
+    with pytest.raises(BudgetExhausted):
+        await budget.acquire(max_wait=5)
+    await budget.acquire(max_wait=60)
+    budget.observe("junk", None)  # ignored
+
+
+@pytest.mark.postgres
+async def test_replicas_share_one_window_on_postgres(postgres_url: str) -> None:
+    engines: list[AsyncEngine] = [create_engine(postgres_url) for _ in range(3)]
+    try:
+        windows = [PostgresWindow(e) for e in engines]
+        results = await asyncio.gather(*(w.try_take(10, 100) for w in windows for _ in range(6)))
+        assert sum(1 for r in results if r == 0.0) == 10
+        assert all(55 < r <= 60 for r in results if r)
+    finally:
+        for engine in engines:
+            await engine.dispose()
