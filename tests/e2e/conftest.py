@@ -1,0 +1,99 @@
+"""Fixtures of the end-to-end tests.
+
+* ``standin`` (session): the DigitalOcean API + authoritative DNS stand-in. Pebble is
+  told its DNS address at start, so it lives as long as Pebble does; each test resets
+  its records (``service``).
+* ``pebble`` (session): one Pebble, with authz reuse off (the harness sets
+  ``PEBBLE_AUTHZREUSE=0``), so every order is validated through DNS again.
+* ``service`` (per test): a fresh SQLite database, the stand-in reset to its zones, and
+  ``acme-delegate serve`` as a real process on a free loopback port.
+
+A missing tool skips the test with the harness's install line, except with ``CI=true``,
+where it fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import harness  # tests/e2e is on sys.path (pytest's default "prepend" import mode)
+import pytest
+from e2e_support import Service
+
+from app.standin import Standin
+from tests.conftest import ADMIN_TOKEN, DO_TOKEN, IN_CI
+from tests.processes import cli_env, serve
+
+#: Zones of the stand-in: example.com (direct names), example.org (holds the
+#: delegation domain), customer.test (a customer's zone: the CNAME of flow 2).
+ZONES = ("example.com", "example.org", "customer.test")
+DELEGATION_DOMAIN = "acme.example.org"
+
+
+def require_tool(finder: Callable[[], str]) -> str:
+    """The tool's path; skip (fail when CI=true) with the harness's install line."""
+    try:
+        return finder()
+    except harness.ToolMissing as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true, so a missing end-to-end tool is a failure: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[Standin]:
+    with Standin(token=DO_TOKEN, zones=ZONES) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def pebble(standin: Standin, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[harness.PebbleInstance]:
+    require_tool(harness.find_pebble)
+    require_tool(harness.find_openssl)
+    with harness.run_pebble(standin.dns_hostport,
+                            workdir=tmp_path_factory.mktemp("pebble")) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def pylego_python() -> str:
+    return require_tool(harness.find_pylego_python)
+
+
+@pytest.fixture(scope="session")
+def lego() -> str:
+    return require_tool(harness.find_lego)
+
+
+@pytest.fixture(scope="session")
+def certbot() -> str:
+    return require_tool(harness.find_certbot)
+
+
+@pytest.fixture(scope="session")
+def certbot_acmedns() -> str:
+    return require_tool(harness.find_certbot_acmedns)
+
+
+@pytest.fixture
+def service(standin: Standin, tmp_path: Path) -> Iterator[Service]:
+    standin.state.reset(ZONES)
+    database = tmp_path / "acme-delegate.sqlite3"
+    env = cli_env(
+        database_url=f"sqlite:///{database}",
+        do_token=DO_TOKEN,
+        do_api_url=standin.api_url,
+        delegation_domain=DELEGATION_DOMAIN,
+        registration="open",
+        admin_token=ADMIN_TOKEN,
+        log_level="INFO",
+    )
+    # The service is on loopback: never let a proxy setting of the caller reach it.
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                "ALL_PROXY"):
+        env.pop(var, None)
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,::1"
+    with serve(env, tmp_path / "serve.log") as served:
+        yield Service(served.url, env, standin, database, served)
