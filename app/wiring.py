@@ -17,7 +17,7 @@ from app.core.challenges import ChallengeService
 from app.core.errors import ProviderUnavailable, ZoneNotFound
 from app.core.reconcile import Reconciler
 from app.core.zones import ZoneResolver
-from app.db.budget import PostgresWindow
+from app.db.budget import DatabaseWindow
 from app.db.engine import create_engine
 from app.db.store import SqlStore
 from app.logs import event
@@ -67,8 +67,8 @@ async def build_services(
         budget = RateBudget(
             per_minute=settings.do_rate_per_minute,
             per_hour=settings.do_rate_per_hour,
-            # Replicas on one PostgreSQL share one window; one SQLite process keeps its own.
-            window=PostgresWindow(engine) if store.shared else None,
+            # Kept in the database: replicas, restarts and the CLI all spend from one window.
+            window=DatabaseWindow(engine),
         )
         provider = DigitalOceanClient(http=client, token=token, base_url=settings.do_api_url,
                                       budget=budget, max_wait=settings.do_max_wait)
