@@ -36,7 +36,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(_database_url())
+    # One connection, closed when done: nothing pooled outlives the migration's event loop.
+    engine = create_engine(_database_url(), pool=False)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_run)

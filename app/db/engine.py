@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 _ASYNC_DRIVERS = {
@@ -58,21 +59,22 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
-def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int = 10_000
-                  ) -> AsyncEngine:
+def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int = 10_000,
+                  pool: bool = True) -> AsyncEngine:
     url = async_url(raw_url)
     kwargs: dict[str, Any] = {}
+    if not pool:
+        kwargs["poolclass"] = NullPool
     if is_sqlite(url):
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": statement_timeout_ms / 1000}
     else:
+        if pool:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10,
+                          pool_pre_ping=True)
         kwargs.update(
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_timeout=10,
-            pool_pre_ping=True,
             # A stalled statement must not freeze the service for good.
             connect_args={
                 "command_timeout": statement_timeout_ms / 1000,

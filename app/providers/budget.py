@@ -90,7 +90,10 @@ class RateBudget:
         self._waiting += 1
         try:
             try:
-                await asyncio.wait_for(self._fifo.acquire(), timeout=max(max_wait, 0.001))
+                # asyncio.timeout, not wait_for: 3.11's wait_for can lose a lock it acquired
+                # just as the time ran out.
+                async with asyncio.timeout(max(max_wait, 0.001)):
+                    await self._fifo.acquire()
             except TimeoutError:
                 raise BudgetExhausted(self._estimate()) from None
             try:

@@ -1,0 +1,48 @@
+"""A burst of 1,000 updates from 1,000 credentials: DigitalOcean never says 429, and every
+client is either served or told when to come back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import challenge_value
+
+BURST = 1000
+BUDGET = 240
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_burst_of_a_thousand(harness_factory: Any) -> None:
+    async with harness_factory(do_rate_per_minute=BUDGET, do_max_wait=3) as h:
+        h.do.update_faults(latency_ms=5)
+        accounts = []
+        for n in range(BURST):
+            issued = await h.services.accounts.create(domain=f"h{n}.example.com",
+                                                      delegated=False)
+            accounts.append(issued.acme_dns_json())
+        h.do.clear_requests()
+
+        async def one(n: int, account: dict[str, Any]) -> httpx.Response:
+            return await h.update(account, challenge_value(n))
+
+        responses = await asyncio.gather(*(one(n, a) for n, a in enumerate(accounts)))
+        # Every client told to retry left nothing behind: no row, no record.
+        for response, account in zip(responses, accounts, strict=True):
+            if response.status_code == 503:
+                assert await h.services.store.values_at(account["fulldomain"]) == []
+                assert h.txt_at(account["fulldomain"]) == []
+
+    statuses = [r.status_code for r in responses]
+    served = statuses.count(200)
+    deferred = [r for r in responses if r.status_code == 503]
+    assert served + len(deferred) == BURST, set(statuses)
+    assert all(r.json() == {"error": "dns_provider_unavailable"} for r in deferred)
+    assert all(1 <= int(r.headers["retry-after"]) <= 3600 for r in deferred)
+    assert 0 < served <= BUDGET
+    log = h.do.requests()
+    assert [e for e in log if e.status == 429] == []
+    assert h.do.max_requests_per_window(60) <= BUDGET
