@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -46,13 +44,9 @@ def _settings() -> Settings:
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    for noisy in ("alembic", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    from app import logs
+
+    logs.configure(settings.log_level, settings.log_format)
 
 
 def _run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
@@ -169,6 +163,7 @@ def serve(host: str, port: int, standin_dns_port: int) -> None:
             server_header=False,
             log_config=None,
             log_level=settings.log_level.lower(),
+            access_log=False,  # ours carries the request id and the real client address
             # On SIGTERM, finish the updates in flight (each ends within DO_TIMEOUT-bounded
             # calls) before the process goes.
             timeout_graceful_shutdown=30,

@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
-from app.api import acmedns, admin, errors, httpreq
+from app.api import acmedns, admin, errors, httpreq, ops
 from app.config import Settings
 from app.core.reconcile import ReconcileLoop
+from app.observability import Metrics, Observe
 from app.wiring import build_services
 
 _SLASHES = re.compile(r"/{2,}")
@@ -42,11 +43,14 @@ def create_app(
     """The ASGI app; its lifespan builds the database engine and the DigitalOcean client,
     and (unless ``reconcile`` is off, as in unit tests) runs the reconciler."""
 
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with build_services(settings, http=http) as services:
+        async with build_services(settings, http=http, metrics=metrics) as services:
             app.state.services = services
-            loop = ReconcileLoop(services.reconciler, settings.reconcile_interval)
+            loop = ReconcileLoop(services.reconciler, settings.reconcile_interval,
+                                 on_pass=metrics.reconciled)
             if reconcile:
                 loop.start()
             app.state.reconcile_loop = loop
@@ -61,9 +65,13 @@ def create_app(
         summary="Least-privilege ACME DNS-01 credentials over the DigitalOcean Domains API.",
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
     errors.install(app)
     app.include_router(acmedns.router)
     app.include_router(httpreq.router)
     app.include_router(admin.router)
+    app.include_router(ops.router)
     app.add_middleware(NormalizePath)
+    # Added last, so outermost: it sees every request, errors included.
+    app.add_middleware(Observe, metrics=metrics, trusted_proxies=settings.trusted_proxies)
     return app

@@ -21,6 +21,7 @@ from app.db.budget import DatabaseWindow
 from app.db.engine import create_engine
 from app.db.store import SqlStore
 from app.logs import event
+from app.observability import Metrics
 from app.providers.budget import RateBudget
 from app.providers.digitalocean import DigitalOceanAuthError, DigitalOceanClient
 
@@ -46,7 +47,7 @@ class Services:
 
 @asynccontextmanager
 async def build_services(
-    settings: Settings, *, http: httpx.AsyncClient | None = None
+    settings: Settings, *, http: httpx.AsyncClient | None = None, metrics: Metrics | None = None
 ) -> AsyncIterator[Services]:
     """Engine, HTTP client and services; all closed on exit. ``http`` is injectable for tests."""
     token = settings.token()
@@ -63,15 +64,18 @@ async def build_services(
         follow_redirects=False,
     )
     try:
-        store = SqlStore(engine)
+        store = SqlStore(engine, on_audit=metrics.audited if metrics else None)
         budget = RateBudget(
             per_minute=settings.do_rate_per_minute,
             per_hour=settings.do_rate_per_hour,
             # Kept in the database: replicas, restarts and the CLI all spend from one window.
             window=DatabaseWindow(engine),
         )
-        provider = DigitalOceanClient(http=client, token=token, base_url=settings.do_api_url,
-                                      budget=budget, max_wait=settings.do_max_wait)
+        provider = DigitalOceanClient(
+            http=client, token=token, base_url=settings.do_api_url, budget=budget,
+            max_wait=settings.do_max_wait,
+            observe=metrics.digitalocean_call if metrics else None,
+        )
         zones = ZoneResolver(provider, allowed=settings.zones)
         challenges = ChallengeService(
             store, provider, ttl=settings.txt_ttl, max_values=settings.max_values_per_name

@@ -19,6 +19,7 @@ from app.config import Settings
 from app.db.engine import async_url
 from app.db.migrate import upgrade
 from app.main import create_app
+from app.observability import Metrics
 from app.standin import StandinState, create_standin_app
 from app.wiring import Services
 
@@ -155,6 +156,7 @@ class Harness:
     client: httpx.AsyncClient
     services: Services
     do: StandinState
+    metrics: Metrics
 
     def txt_at(self, name: str) -> list[str]:
         return sorted(r.data for r in self.do.find_records(name, "TXT"))
@@ -208,7 +210,7 @@ def harness_factory(
                 transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
                 async with httpx.AsyncClient(transport=transport, base_url="http://acme.test"
                                              ) as client:
-                    yield Harness(client, app.state.services, do_state)
+                    yield Harness(client, app.state.services, do_state, app.state.metrics)
 
     return build
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -164,9 +165,11 @@ class Reconciler:
 class ReconcileLoop:
     """Runs the reconciler at start-up and every ``interval`` seconds until stopped."""
 
-    def __init__(self, reconciler: Reconciler, interval: float) -> None:
+    def __init__(self, reconciler: Reconciler, interval: float,
+                 on_pass: Callable[[ReconcileReport | None, float], None] | None = None) -> None:
         self._reconciler = reconciler
         self._interval = interval
+        self._on_pass = on_pass or (lambda report, seconds: None)
         self._task: asyncio.Task[None] | None = None
         self.last: ReconcileReport | None = None
 
@@ -184,11 +187,14 @@ class ReconcileLoop:
 
     async def _run(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 self.last = await self._reconciler.run_once()
+                self._on_pass(self.last, time.monotonic() - started)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a failed pass must never stop the next one
+                self._on_pass(None, time.monotonic() - started)
                 event(log, "reconcile.failed", logging.ERROR, error=type(exc).__name__)
                 log.debug("reconcile pass failed", exc_info=exc)
             await asyncio.sleep(self._interval)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -93,7 +93,9 @@ class _LocalLocks:
 
 
 class SqlStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine,
+                 on_audit: Callable[[AuditEvent], None] | None = None) -> None:
+        self._on_audit = on_audit
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._local = _LocalLocks()
@@ -370,6 +372,14 @@ class SqlStore:
                     detail=event.detail[:200] if event.detail else None,
                 )
             )
+        if self._on_audit is not None:
+            self._on_audit(event)
+
+    async def count_values(self) -> dict[str, int]:
+        """TXT values by state, for the metrics."""
+        query = select(TxtValueRow.state, func.count()).group_by(TxtValueRow.state)
+        async with self._sessions() as session:
+            return {str(state): int(n) for state, n in await session.execute(query)}
 
     async def audit_events(self, where: AuditQuery) -> list[AuditEvent]:
         """Newest first."""

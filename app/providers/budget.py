@@ -82,6 +82,7 @@ class RateBudget:
         self._fifo = asyncio.Lock()  # asyncio.Lock wakes waiters in arrival order
         self._waiting = 0
         self._blocked_until = 0.0  # DigitalOcean said the token's budget is spent
+        self._recent: deque[float] = deque()
         self.taken = 0
 
     async def acquire(self, max_wait: float) -> None:
@@ -103,6 +104,7 @@ class RateBudget:
                         wait = await self._window.try_take(self.per_minute, self.per_hour)
                         if wait == 0.0:
                             self.taken += 1
+                            self._recent.append(self._clock())
                             return
                     if self._clock() + wait > deadline:
                         raise BudgetExhausted(wait + self._estimate())
@@ -111,6 +113,13 @@ class RateBudget:
                 self._fifo.release()
         finally:
             self._waiting -= 1
+
+    def in_last_minute(self) -> int:
+        """Slots this process took in the last minute (for the metrics)."""
+        now = self._clock()
+        while self._recent and self._recent[0] <= now - MINUTE:
+            self._recent.popleft()
+        return len(self._recent)
 
     def observe(self, remaining: str | None, reset: str | None) -> None:
         """DigitalOcean's own count: if the token has nothing left (other users of the

@@ -30,7 +30,7 @@ import httpx
 from app.core.names import is_within, relative_name
 from app.core.ports import ProviderError
 from app.logs import event
-from app.providers.budget import RateBudget
+from app.providers.budget import BudgetExhausted, RateBudget
 
 log = logging.getLogger("acme_delegate.digitalocean")
 
@@ -116,6 +116,7 @@ class DigitalOceanClient:
         max_attempts: int = 4,
         max_wait: float = 20.0,
         budget: RateBudget | None = None,
+        observe: Callable[[str, str, float, str | None], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._http = http
@@ -124,33 +125,36 @@ class DigitalOceanClient:
         self._max_attempts = max_attempts
         self._max_wait = max_wait
         self._budget = budget
+        self._observe = observe or (lambda operation, status, seconds, remaining: None)
         self._sleep = sleep
         self.calls = 0  # requests sent, for metrics and tests
 
     # public operations
 
     async def list_zones(self) -> list[str]:
-        return [str(d["name"]) for d in await self._paginate("/v2/domains", {}, "domains")]
+        return [str(d["name"]) for d in await self._paginate("/v2/domains", {}, "domains",
+                                                              "list_zones")]
 
     async def find_txt(self, zone: str, name: str) -> list[Record]:
         """TXT records at one fully qualified name (a failure-path and repair tool)."""
         self._check_name(zone, name)
         raw = await self._paginate(
-            f"/v2/domains/{zone}/records", {"type": "TXT", "name": name}, "domain_records"
+            f"/v2/domains/{zone}/records", {"type": "TXT", "name": name}, "domain_records",
+            "find_records",
         )
         return [_record(r) for r in raw]
 
     async def list_txt(self, zone: str) -> list[Record]:
         """Every TXT record of a zone, 200 a page (the reconciler's one read per zone)."""
         raw = await self._paginate(f"/v2/domains/{zone}/records", {"type": "TXT"},
-                                   "domain_records")
+                                   "domain_records", "list_records")
         return [_record(r) for r in raw]
 
     async def create_txt(self, zone: str, name: str, value: str, ttl: int) -> Record:
         self._check_name(zone, name)
         body = {"type": "TXT", "name": relative_name(name, zone), "data": value, "ttl": ttl}
         response = await self._request("POST", f"/v2/domains/{zone}/records", json=body,
-                                       idempotent=False)
+                                       idempotent=False, operation="create_record")
         if response.status_code != 201:
             raise DigitalOceanUnavailable(
                 f"create answered {response.status_code}, expected 201",
@@ -165,7 +169,7 @@ class DigitalOceanClient:
         """Delete by id; a record already gone counts as deleted."""
         try:
             await self._request("DELETE", f"/v2/domains/{zone}/records/{int(record_id)}",
-                                idempotent=True)
+                                idempotent=True, operation="delete_record")
         except DigitalOceanRejected as exc:
             if exc.status != 404:
                 raise
@@ -178,13 +182,14 @@ class DigitalOceanClient:
         if not is_within(name, zone):
             raise DigitalOceanRejected("refusing a name outside its zone")
 
-    async def _paginate(self, path: str, params: dict[str, str], key: str) -> list[Any]:
+    async def _paginate(self, path: str, params: dict[str, str], key: str, operation: str
+                        ) -> list[Any]:
         items: list[Any] = []
         page = 1
         while True:
             response = await self._request(
                 "GET", path, params={**params, "per_page": str(PAGE_SIZE), "page": str(page)},
-                idempotent=True,
+                idempotent=True, operation=operation,
             )
             body = self._json(response)
             chunk = body.get(key)
@@ -216,6 +221,7 @@ class DigitalOceanClient:
         path: str,
         *,
         idempotent: bool,
+        operation: str,
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
     ) -> httpx.Response:
@@ -225,13 +231,18 @@ class DigitalOceanClient:
             last = attempt == self._max_attempts
             if self._budget is not None:
                 # Raises BudgetExhausted (nothing sent, not ambiguous) past the bounded wait.
-                await self._budget.acquire(self._max_wait)
+                try:
+                    await self._budget.acquire(self._max_wait)
+                except BudgetExhausted:
+                    self._observe(operation, "budget_exhausted", 0.0, None)
+                    raise
             started = time.monotonic()
             self.calls += 1
             try:
                 response = await self._http.request(method, url, params=params, json=json,
                                                     headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                self._observe(operation, type(exc).__name__, time.monotonic() - started, None)
                 # Never reached DigitalOcean: safe to retry whatever the method.
                 error = DigitalOceanUnavailable(f"cannot reach DigitalOcean: {type(exc).__name__}")
                 if last:
@@ -239,6 +250,7 @@ class DigitalOceanClient:
                 await self._backoff(attempt)
                 continue
             except httpx.HTTPError as exc:
+                self._observe(operation, type(exc).__name__, time.monotonic() - started, None)
                 # Sent, answer lost: a create may have happened.
                 error = DigitalOceanUnavailable(
                     f"DigitalOcean request failed: {type(exc).__name__}", ambiguous=not idempotent
@@ -248,6 +260,8 @@ class DigitalOceanClient:
                 await self._backoff(attempt)
                 continue
             status = response.status_code
+            self._observe(operation, str(status), time.monotonic() - started,
+                          response.headers.get("ratelimit-remaining"))
             if self._budget is not None:
                 self._budget.observe(response.headers.get("ratelimit-remaining"),
                                      response.headers.get("ratelimit-reset"))

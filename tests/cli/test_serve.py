@@ -152,7 +152,12 @@ def test_full_run_leaks_no_secret(env: dict[str, str], standin: Standin, tmp_pat
         record("health", http.get("/health"))
         record("bad-admin", http.get("/admin/accounts", headers={"Authorization": "Bearer x"}))
     log = served.log()
-    assert "event=txt.created" in log  # the log did capture the run
+    # Every line a JSON object (the default LOG_FORMAT), with the events of the run.
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    events = {line.get("event") for line in lines}
+    assert {"txt.created", "txt.deleted", "http.request", "account.created"} <= events
+    access = [line for line in lines if line.get("event") == "http.request"]
+    assert all(line["fields"]["client"] == "127.0.0.1" and line["request_id"] for line in access)
     audit = run_cli("audit", "--limit", "1000", env=env)
     listed = run_cli("accounts", "list", "--all", "--json", env=env)
     for secret in (DO_TOKEN, ADMIN_TOKEN, *keys):

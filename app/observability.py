@@ -1,0 +1,138 @@
+"""Prometheus metrics and the per-request envelope: request id, timing, access log.
+
+One ``Metrics`` per app (its own registry), so several apps in one process, as in
+tests, never share counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.models import AuditEvent
+from app.core.names import IPNetwork
+from app.core.reconcile import ReconcileReport
+from app.logs import event, request_id
+
+log = logging.getLogger("acme_delegate.http")
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_GOOD_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REPAIR_KINDS = ("expired", "revoked", "retried", "forgotten", "recreated", "ghosts")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("acme_delegate_http_requests", "HTTP requests",
+                                ["route", "method", "status"], registry=r)
+        self.request_seconds = Histogram("acme_delegate_http_request_duration_seconds",
+                                         "HTTP request latency", ["route"], buckets=_LATENCY,
+                                         registry=r)
+        self.outcomes = Counter("acme_delegate_operations", "Audited operations by outcome",
+                                ["operation", "outcome"], registry=r)
+        self.auth_failures = Counter("acme_delegate_auth_failures",
+                                     "Refused authentications by reason", ["reason"],
+                                     registry=r)
+        self.do_requests = Counter("acme_delegate_digitalocean_requests",
+                                   "DigitalOcean API calls by operation and status",
+                                   ["operation", "status"], registry=r)
+        self.do_seconds = Histogram("acme_delegate_digitalocean_request_duration_seconds",
+                                    "DigitalOcean API call latency", ["operation"],
+                                    buckets=_LATENCY, registry=r)
+        self.do_remaining = Gauge("acme_delegate_digitalocean_ratelimit_remaining",
+                                  "DigitalOcean's ratelimit-remaining, as last answered",
+                                  registry=r)
+        self.budget_free = Gauge("acme_delegate_digitalocean_budget_free",
+                                 "Request slots free in the current minute (this process's view)",
+                                 registry=r)
+        self.live_values = Gauge("acme_delegate_txt_values", "TXT values by state",
+                                 ["state"], registry=r)
+        self.reconcile_runs = Counter("acme_delegate_reconcile_runs", "Reconcile passes",
+                                      ["outcome"], registry=r)
+        self.reconcile_repairs = Counter("acme_delegate_reconcile_repairs",
+                                         "What reconcile passes repaired", ["kind"], registry=r)
+        self.reconcile_seconds = Histogram("acme_delegate_reconcile_duration_seconds",
+                                           "Reconcile pass duration", registry=r,
+                                           buckets=(0.1, 0.5, 1, 5, 15, 60, 300))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # hooks the other modules call
+
+    def digitalocean_call(self, operation: str, status: str, seconds: float,
+                          remaining: str | None) -> None:
+        self.do_requests.labels(operation, status).inc()
+        if seconds:
+            self.do_seconds.labels(operation).observe(seconds)
+        if remaining is not None and remaining.isdigit():
+            self.do_remaining.set(int(remaining))
+
+    def audited(self, item: AuditEvent) -> None:
+        self.outcomes.labels(item.event, item.outcome).inc()
+        if item.event == "auth.failed":
+            self.auth_failures.labels(item.outcome).inc()
+
+    def reconciled(self, report: ReconcileReport | None, seconds: float) -> None:
+        if report is None:
+            self.reconcile_runs.labels("failed").inc()
+            return
+        outcome = "skipped" if report.skipped else ("partial" if report.failures else "ok")
+        self.reconcile_runs.labels(outcome).inc()
+        if not report.skipped:
+            self.reconcile_seconds.observe(seconds)
+            for kind in REPAIR_KINDS:
+                if getattr(report, kind):
+                    self.reconcile_repairs.labels(kind).inc(getattr(report, kind))
+
+
+class Observe:
+    """Request id (a sane incoming X-Request-ID, else a new one), metrics, access log."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics,
+                 trusted_proxies: Sequence[IPNetwork]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.trusted = trusted_proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from app.api.request import client_address
+
+        request = Request(scope)
+        given = request.headers.get("x-request-id", "")
+        rid = given if _GOOD_REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.request_seconds.labels(route).observe(seconds)
+            address = client_address(request, self.trusted)
+            event(log, "http.request", method=scope["method"], path=scope["path"][:200],
+                  route=route, status=status, ms=round(seconds * 1000, 1),
+                  client=str(address) if address else None)
+            request_id.reset(token)
