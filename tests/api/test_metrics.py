@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.reconcile import ReconcileLoop
+from app.core.reconcile import ReconcileLoop, ReconcileReport
 from tests.conftest import Harness, challenge_value
 
 
@@ -39,11 +39,15 @@ async def test_metrics_move_with_traffic(harness: Harness) -> None:
     # A ghost of our name for the reconciler to remove.
     label = account["fulldomain"].removesuffix(".example.org")
     harness.do.add_record("example.org", "TXT", label, "ghost")
-    loop = ReconcileLoop(harness.services.reconciler, 3600,
-                         on_pass=harness.metrics.reconciled)
+    passed = asyncio.Event()
+
+    def on_pass(report: ReconcileReport | None, seconds: float) -> None:
+        harness.metrics.reconciled(report, seconds)
+        passed.set()
+
+    loop = ReconcileLoop(harness.services.reconciler, 3600, on_pass=on_pass)
     loop.start()
-    while loop.last is None:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(passed.wait(), 30)
     await loop.stop()
 
     after = await scrape(harness)
