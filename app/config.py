@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     record_lifetime: int = Field(default=3600, ge=60)
     reconcile_interval: int = Field(default=300, ge=10)
     max_values_per_name: int = Field(default=2, ge=1, le=20)
+    # Abuse limits; counters in memory per process unless LIMITS_STORAGE names Redis.
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    updates_per_minute: int = Field(default=60, ge=1)
+    registrations_per_hour: int = Field(default=20, ge=1)
+    registration_max_accounts: int = Field(default=10_000, ge=1)
+    limits_storage: str = "memory://"
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

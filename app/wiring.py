@@ -24,6 +24,7 @@ from app.logs import event
 from app.observability import Metrics
 from app.providers.budget import RateBudget
 from app.providers.digitalocean import DigitalOceanAuthError, DigitalOceanClient
+from app.throttle import Throttle
 
 log = logging.getLogger("acme_delegate")
 
@@ -77,8 +78,15 @@ async def build_services(
             observe=metrics.digitalocean_call if metrics else None,
         )
         zones = ZoneResolver(provider, allowed=settings.zones)
+        throttle = Throttle(
+            storage=settings.limits_storage,
+            auth_failures_per_minute=settings.auth_failures_per_minute,
+            updates_per_minute=settings.updates_per_minute,
+            registrations_per_hour=settings.registrations_per_hour,
+        )
         challenges = ChallengeService(
-            store, provider, ttl=settings.txt_ttl, max_values=settings.max_values_per_name
+            store, provider, ttl=settings.txt_ttl, max_values=settings.max_values_per_name,
+            throttle=throttle,
         )
         accounts = AccountService(
             store,
@@ -86,6 +94,8 @@ async def build_services(
             challenges,
             delegation_domain=settings.delegation_domain,
             registration=settings.registration,
+            throttle=throttle,
+            max_registered=settings.registration_max_accounts,
         )
         reconciler = Reconciler(store, provider, challenges, lifetime=settings.record_lifetime,
                                 ttl=settings.txt_ttl, clock=accounts.now)

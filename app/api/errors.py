@@ -24,6 +24,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.RegistrationClosed: 403,
     errors.NotConfigured: 501,
     errors.ProviderUnavailable: 503,
+    errors.TooManyRequests: 429,
 }
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -53,7 +54,7 @@ def status_of(exc: errors.DomainError) -> int:
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.DomainError)
     headers = None
-    if isinstance(exc, errors.ProviderUnavailable):
+    if isinstance(exc, errors.ProviderUnavailable | errors.TooManyRequests):
         retry = exc.retry_after if exc.retry_after is not None else 10
         headers = {"Retry-After": str(max(1, math.ceil(retry)))}
     return error_response(status_of(exc), exc.code, headers)

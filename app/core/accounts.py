@@ -20,6 +20,7 @@ from app.core.errors import (
     InvalidInput,
     NotConfigured,
     RegistrationClosed,
+    TooManyRequests,
 )
 from app.core.keys import hash_key, needs_rehash, new_key, new_username, verify_key
 from app.core.models import (
@@ -43,7 +44,7 @@ from app.core.names import (
     new_delegation_label,
     normalize_domain,
 )
-from app.core.ports import Store
+from app.core.ports import Limit, Store, Throttle
 from app.core.zones import ZoneResolver
 from app.logs import event
 
@@ -77,8 +78,12 @@ class AccountService:
         *,
         delegation_domain: str | None,
         registration: Registration,
+        throttle: Throttle | None = None,
+        max_registered: int | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self._throttle = throttle
+        self._max_registered = max_registered
         self._store = store
         self._zones = zones
         self._challenges = challenges
@@ -147,6 +152,14 @@ class AccountService:
         ):
             await self._audit("register", RegistrationClosed.code, client=client)
             raise RegistrationClosed()
+        if self._throttle is not None:
+            wait = await self._throttle.take(Limit.REGISTRATIONS, client or "unknown")
+            if wait is not None:
+                raise TooManyRequests("registrations from this address", retry_after=wait)
+        if (self._max_registered is not None
+                and await self._store.count_accounts() >= self._max_registered):
+            await self._audit("register", "registration_full", client=client)
+            raise RegistrationClosed("the service holds as many accounts as it may")
         return await self.create(
             domain=None, delegated=True, allowfrom=allowfrom, client=client, via="register"
         )
@@ -154,7 +167,25 @@ class AccountService:
     async def authenticate(
         self, username: object, key: object, address: IPAddress | None, *, client: str | None
     ) -> Account:
-        """The active account for these credentials from this address, or Forbidden."""
+        """The active account for these credentials from this address, or Forbidden.
+
+        An address with too many recent failures is refused before any check, so
+        guessing costs the guesser time and the database nothing."""
+        throttle_key = client or "unknown"
+        if self._throttle is not None:
+            wait = await self._throttle.blocked(Limit.AUTH_FAILURES, throttle_key)
+            if wait is not None:
+                raise TooManyRequests("too many failed attempts", retry_after=wait)
+        try:
+            return await self._authenticate(username, key, address, client=client)
+        except Forbidden:
+            if self._throttle is not None:
+                await self._throttle.take(Limit.AUTH_FAILURES, throttle_key)
+            raise
+
+    async def _authenticate(
+        self, username: object, key: object, address: IPAddress | None, *, client: str | None
+    ) -> Account:
         account = None
         if looks_like_username(username):
             assert isinstance(username, str)
@@ -192,10 +223,13 @@ class AccountService:
         return name == account.name
 
     async def refuse(self, account: Account, *, client: str | None, reason: str) -> None:
-        """Audit an authenticated caller reaching for something that is not its own."""
+        """Audit an authenticated caller reaching for something that is not its own; it
+        counts as a failed attempt of its address."""
         event(log, "auth.refused", logging.WARNING, account=account.username, reason=reason,
               client=client)
         await self._audit("auth.failed", reason, account=account, client=client)
+        if self._throttle is not None:
+            await self._throttle.take(Limit.AUTH_FAILURES, client or "unknown")
 
     async def get(self, username: str) -> Account:
         account = await self._store.get_account(username) if looks_like_username(username) else None

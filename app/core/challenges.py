@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from app.core.audit import Auditor
-from app.core.errors import DomainError, ProviderUnavailable
+from app.core.errors import DomainError, ProviderUnavailable, TooManyRequests
 from app.core.keys import fingerprint
 from app.core.models import Account, TxtValue, ValueState
 from app.core.names import check_txt_value
-from app.core.ports import DnsProvider, ProviderError, ProviderRecord, Store
+from app.core.ports import DnsProvider, Limit, ProviderError, ProviderRecord, Store, Throttle
 from app.logs import event
 
 log = logging.getLogger("acme_delegate.challenges")
@@ -39,8 +39,10 @@ class ChallengeService:
         *,
         ttl: int,
         max_values: int,
+        throttle: Throttle | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self._throttle = throttle
         self._store = store
         self._provider = provider
         self._ttl = ttl
@@ -54,6 +56,7 @@ class ChallengeService:
         """Validate and ``put`` a value, with its audit record, success or failure."""
         checked: str | None = None
         try:
+            await self._count(account)
             checked = check_txt_value(value)
             await self.put(account, checked)
         except DomainError as exc:
@@ -66,6 +69,7 @@ class ChallengeService:
     async def cleanup(self, account: Account, value: object, *, client: str | None) -> bool:
         """Validate and ``remove`` a value, with its audit record."""
         try:
+            await self._count(account)
             checked = check_txt_value(value)
         except DomainError as exc:
             await self._audit("cleanup", exc.code, account=account, client=client)
@@ -75,6 +79,14 @@ class ChallengeService:
         await self._audit("cleanup", "ok" if removed else "absent", account=account,
                           client=client, value=checked)
         return removed
+
+    async def _count(self, account: Account) -> None:
+        """One more request of this credential; too many a minute is TooManyRequests."""
+        if self._throttle is not None:
+            wait = await self._throttle.take(Limit.UPDATES, account.username)
+            if wait is not None:
+                raise TooManyRequests("too many requests for this credential",
+                                      retry_after=wait)
 
     async def put(self, account: Account, value: str) -> None:
         """Make ``value`` live at the account's name; returns once DigitalOcean has it."""

@@ -15,6 +15,7 @@ statuses in one place (``app.api.errors``); nothing here knows about HTTP.
     ├── NameInUse               another active account is bound to that name
     ├── AccountNotFound
     ├── RegistrationClosed
+    ├── TooManyRequests         an abuse limit; ``retry_after`` says when to come back
     ├── NotConfigured           a feature needs a setting that is absent
     └── ProviderUnavailable     DigitalOcean failed; nothing was left half-done
 """
@@ -70,6 +71,14 @@ class AccountNotFound(DomainError):
 
 class RegistrationClosed(DomainError):
     code = "registration_closed"
+
+
+class TooManyRequests(DomainError):
+    code = "too_many_requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class NotConfigured(DomainError):

@@ -6,6 +6,7 @@ implements ``DnsProvider``. Tests may swap in failing implementations.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -21,6 +22,17 @@ from app.core.models import (
     TxtValue,
     ValueState,
 )
+
+
+class Limit(enum.StrEnum):
+    AUTH_FAILURES = "auth_failures"  # per client address
+    UPDATES = "updates"  # per credential: update, present, cleanup
+    REGISTRATIONS = "registrations"  # per client address
+
+
+class Throttle(Protocol):
+    async def blocked(self, limit: Limit, key: str) -> float | None: ...
+    async def take(self, limit: Limit, key: str) -> float | None: ...
 
 
 class ProviderError(Exception):
@@ -63,6 +75,7 @@ class Store(Protocol):
     async def add_account(self, account: NewAccount) -> Account: ...
     async def get_account(self, username: str) -> Account | None: ...
     async def list_accounts(self, where: AccountFilter) -> list[Account]: ...
+    async def count_accounts(self) -> int: ...
     async def update_account(self, username: str, changes: AccountChanges) -> Account | None: ...
     async def set_key_hash(
         self, username: str, key_hash: str, *, expected: str | None = None

@@ -159,6 +159,12 @@ class SqlStore:
         async with self._sessions() as session:
             return [_account(row) for row in await session.scalars(query)]
 
+    async def count_accounts(self) -> int:
+        """Active accounts."""
+        query = select(func.count()).select_from(AccountRow).where(AccountRow.revoked_at.is_(None))
+        async with self._sessions() as session:
+            return int((await session.execute(query)).scalar_one())
+
     async def update_account(self, username: str, changes: AccountChanges) -> Account | None:
         async with self._tx() as session:
             row = await session.scalar(select(AccountRow).where(AccountRow.username == username))
