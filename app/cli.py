@@ -121,10 +121,15 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Serve HTTPS with this certificate (PEM; or TLS_CERT_FILE).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Its private key (PEM; or TLS_KEY_FILE).")
 @click.option("--standin-dns-port", default=8053, show_default=True,
               type=click.IntRange(0, 65535),
               help="Without a DigitalOcean token: the stand-in's DNS port on 127.0.0.1.")
-def serve(host: str, port: int, standin_dns_port: int) -> None:
+def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
+          standin_dns_port: int) -> None:
     """Run the API (migrations are applied first).
 
     Without a DigitalOcean token it runs against a local stand-in of the
@@ -136,6 +141,11 @@ def serve(host: str, port: int, standin_dns_port: int) -> None:
     from app.main import create_app
 
     settings = _settings()
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_cert is not None:
+        settings = settings.model_copy(update={"tls_cert_file": tls_cert,
+                                               "tls_key_file": tls_key})
     _configure_logging(settings)
     with contextlib.ExitStack() as stack:
         demo = settings.token() is None
@@ -164,6 +174,12 @@ def serve(host: str, port: int, standin_dns_port: int) -> None:
             log_config=None,
             log_level=settings.log_level.lower(),
             access_log=False,  # ours carries the request id and the real client address
+            ssl_certfile=settings.tls_cert_file,
+            ssl_keyfile=settings.tls_key_file,
+            # Bounded exposure to floods and slow clients: connections, header size, idle.
+            limit_concurrency=settings.max_connections,
+            h11_max_incomplete_event_size=16 * 1024,
+            timeout_keep_alive=5,
             # On SIGTERM, finish the updates in flight (each ends within DO_TIMEOUT-bounded
             # calls) before the process goes.
             timeout_graceful_shutdown=30,

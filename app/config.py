@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     registrations_per_hour: int = Field(default=20, ge=1)
     registration_max_accounts: int = Field(default=10_000, ge=1)
     limits_storage: str = "memory://"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    max_connections: int = Field(default=1000, ge=10)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -137,6 +140,11 @@ class Settings(BaseSettings):
             if getattr(self, name) is not None:
                 raise ValueError(f"set {setting} or {setting}_FILE, not both")
             setattr(self, name, _read_secret_file(file, f"{setting}_FILE"))
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both ACME_DELEGATE_TLS_CERT_FILE and ACME_DELEGATE_TLS_KEY_FILE")
+        for tls_file in (self.tls_cert_file, self.tls_key_file):
+            if tls_file is not None and not tls_file.is_file():
+                raise ValueError(f"TLS file {tls_file} does not exist")
         if self.registration is Registration.TOKEN and self.admin_token is None:
             raise ValueError("ACME_DELEGATE_REGISTRATION=token needs ACME_DELEGATE_ADMIN_TOKEN")
         if self.registration is not Registration.CLOSED and not self.delegation_domain:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.api import acmedns, admin, errors, httpreq, ops
@@ -35,6 +35,22 @@ class NormalizePath:
             if clean != path:
                 scope = {**scope, "path": clean, "raw_path": clean.encode()}
         await self.app(scope, receive, send)
+
+
+class StrictTransport:
+    """HSTS on every answer when this process terminates TLS itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_hsts(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (
+                    b"strict-transport-security", b"max-age=31536000; includeSubDomains")]
+            await send(message)
+
+        await self.app(scope, receive, send_hsts if scope["type"] == "http" else send)
 
 
 def create_app(
@@ -72,6 +88,8 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(ops.router)
     app.add_middleware(NormalizePath)
+    if settings.tls_cert_file is not None:
+        app.add_middleware(StrictTransport)
     # Added last, so outermost: it sees every request, errors included.
     app.add_middleware(Observe, metrics=metrics, trusted_proxies=settings.trusted_proxies)
     return app

@@ -15,6 +15,7 @@ from app.config import Settings
 from app.core.accounts import AccountService
 from app.core.challenges import ChallengeService
 from app.core.errors import ProviderUnavailable, ZoneNotFound
+from app.core.names import bindable
 from app.core.reconcile import Reconciler
 from app.core.zones import ZoneResolver
 from app.db.budget import DatabaseWindow
@@ -76,6 +77,7 @@ async def build_services(
             http=client, token=token, base_url=settings.do_api_url, budget=budget,
             max_wait=settings.do_max_wait,
             observe=metrics.digitalocean_call if metrics else None,
+            may_write=lambda name: bindable(name, settings.delegation_domain),
         )
         zones = ZoneResolver(provider, allowed=settings.zones)
         throttle = Throttle(

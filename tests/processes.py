@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -48,7 +49,8 @@ class Served:
 
 @contextmanager
 def serve(env: Mapping[str, str], log_path: Path, *extra: str, port: int | None = None,
-          ready_timeout: float = 30) -> Iterator[Served]:
+          ready_timeout: float = 30, scheme: str = "http",
+          verify: ssl.SSLContext | bool = True) -> Iterator[Served]:
     """``acme-delegate serve`` on a free loopback port, stopped (SIGTERM) on exit."""
     port = port or free_port()
     with log_path.open("w") as log:
@@ -57,14 +59,15 @@ def serve(env: Mapping[str, str], log_path: Path, *extra: str, port: int | None 
              *extra],
             env=dict(env), stdout=log, stderr=subprocess.STDOUT, text=True,
         )
-    served = Served(f"http://127.0.0.1:{port}", process, log_path)
+    served = Served(f"{scheme}://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"serve exited with {process.returncode}:\n{served.log()}")
             try:
-                if httpx.get(served.url + "/health", timeout=1).status_code == 200:
+                if httpx.get(served.url + "/health", timeout=1, verify=verify
+                             ).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

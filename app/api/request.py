@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import ipaddress
@@ -16,6 +17,7 @@ from app.core.errors import MalformedJson
 from app.core.names import IPAddress, IPNetwork
 
 MAX_BODY = 16 * 1024  # an acme-dns or httpreq body is well under 1 KiB
+BODY_TIMEOUT = 10.0  # seconds for the whole body: a slow sender holds nothing for long
 
 
 async def read_body(request: Request) -> bytes:
@@ -24,11 +26,15 @@ async def read_body(request: Request) -> bytes:
         raise ApiError(413, "payload_too_large")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ApiError(413, "payload_too_large")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise ApiError(413, "payload_too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "request_timeout") from None
     return b"".join(chunks)
 
 

@@ -121,6 +121,17 @@ def delegated_name(label: str, delegation_domain: str) -> str:
     return name
 
 
+def bindable(name: str, delegation_domain: str | None) -> bool:
+    """The only two shapes a bound name has: ``_acme-challenge.<domain>`` (direct) or one
+    label under the delegation domain (delegated). The DigitalOcean writer refuses any
+    other name, whatever a bug upstream asks of it."""
+    first, _, rest = name.partition(".")
+    if first == CHALLENGE_LABEL and rest.count(".") >= 1:
+        return True
+    return (delegation_domain is not None and rest == delegation_domain
+            and bool(_LDH_LABEL.match(first)))
+
+
 def is_within(name: str, zone: str) -> bool:
     """True when ``name`` is ``zone`` or below it, on a label boundary."""
     return name == zone or name.endswith("." + zone)

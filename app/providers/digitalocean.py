@@ -117,8 +117,10 @@ class DigitalOceanClient:
         max_wait: float = 20.0,
         budget: RateBudget | None = None,
         observe: Callable[[str, str, float, str | None], None] | None = None,
+        may_write: Callable[[str], bool] = lambda name: True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._may_write = may_write
         self._http = http
         self._token = token
         self._base = base_url.rstrip("/")
@@ -152,6 +154,8 @@ class DigitalOceanClient:
 
     async def create_txt(self, zone: str, name: str, value: str, ttl: int) -> Record:
         self._check_name(zone, name)
+        if not self._may_write(name):
+            raise DigitalOceanRejected("refusing to write at a name no account can be bound to")
         body = {"type": "TXT", "name": relative_name(name, zone), "data": value, "ttl": ttl}
         response = await self._request("POST", f"/v2/domains/{zone}/records", json=body,
                                        idempotent=False, operation="create_record")

@@ -232,3 +232,22 @@ async def test_non_json_answers_are_errors(client: DigitalOceanClient) -> None:
     respx.get(f"{BASE}/v2/domains").respond(200, text="<html>")
     with pytest.raises(DigitalOceanUnavailable):
         await client.list_zones()
+
+
+@respx.mock
+async def test_the_writer_refuses_names_no_account_can_have() -> None:
+    from app.core.names import bindable
+
+    client = DigitalOceanClient(http=httpx.AsyncClient(), token=TOKEN, base_url=BASE,
+                                sleep=Sleeps(),
+                                may_write=lambda name: bindable(name, "acme.example.com"))
+    route = respx.post(f"{BASE}/v2/domains/example.com/records").respond(
+        201, json={"domain_record": record(1, "_acme-challenge.www")})
+    for name in ("www.example.com", "example.com", "mx.acme.example.com.example.com",
+                 "a.b.acme.example.com", "x.example.com"):
+        with pytest.raises(DigitalOceanRejected):
+            await client.create_txt("example.com", name, VALUE, 30)
+    assert route.call_count == 0
+    await client.create_txt("example.com", "_acme-challenge.www.example.com", VALUE, 30)
+    await client.create_txt("example.com", "4f1c2e.acme.example.com", VALUE, 30)
+    assert route.call_count == 2
