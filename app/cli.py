@@ -148,21 +148,23 @@ def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
                                                "tls_key_file": tls_key})
     _configure_logging(settings)
     with contextlib.ExitStack() as stack:
-        demo = settings.token() is None
-        if demo:
+        demo = None
+        if settings.token() is None:
             from app.demo import start_demo
 
-            settings = stack.enter_context(start_demo(settings, dns_port=standin_dns_port))
+            demo = stack.enter_context(start_demo(settings, dns_port=standin_dns_port))
+            settings = demo.settings
         stack.enter_context(_sqlite_owner(settings.database_url))
         upgrade(settings.database_url)
         _run(settings, check_provider)
-        if demo:
+        if demo is not None:
             from app.demo import announce
 
             issued = _run(settings, lambda s: s.accounts.create(
                 domain="www.example.com", delegated=False, note="demo", via="demo"))
-            announce(settings, issued, api_url=f"http://{host}:{port}",
-                     dns_port=standin_dns_port)
+            scheme = "https" if settings.tls_cert_file else "http"
+            announce(issued, api_url=f"{scheme}://{host}:{port}",
+                     dns_hostport=demo.dns_hostport)
         uvicorn.run(
             create_app(settings),
             host=host,

@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -22,8 +23,14 @@ DEMO_ZONES = ("example.com", "example.org")
 DEMO_DELEGATION_DOMAIN = "acme.example.org"
 
 
+@dataclass(frozen=True)
+class Demo:
+    settings: Settings  # pointed at the stand-in
+    dns_hostport: str  # where the stand-in's DNS answers
+
+
 @contextmanager
-def start_demo(settings: Settings, *, dns_port: int) -> Iterator[Settings]:
+def start_demo(settings: Settings, *, dns_port: int) -> Iterator[Demo]:
     """Start the stand-in and yield settings pointed at it.
 
     Its records live in memory, so unless DATABASE_URL is set the demo also uses a
@@ -48,12 +55,13 @@ def start_demo(settings: Settings, *, dns_port: int) -> Iterator[Settings]:
             file=sys.stderr,
             flush=True,
         )
-        yield settings.model_copy(update=update)
+        yield Demo(settings.model_copy(update=update), standin.dns_hostport)
 
 
-def announce(settings: Settings, issued: IssuedAccount, *, api_url: str, dns_port: int) -> None:
+def announce(issued: IssuedAccount, *, api_url: str, dns_hostport: str) -> None:
     """Print the demo credential and the two commands that show it working."""
     account = issued.acme_dns_json()
+    host, _, port = dns_hostport.rpartition(":")
     value = base64.urlsafe_b64encode(hashlib.sha256(b"demo").digest()).rstrip(b"=").decode()
     update = json.dumps({"subdomain": account["subdomain"], "txt": value})
     print(
@@ -63,9 +71,9 @@ def announce(settings: Settings, issued: IssuedAccount, *, api_url: str, dns_por
         f"curl -s -X POST {api_url}/update -H 'X-Api-User: {account['username']}' "
         f"-H 'X-Api-Key: {account['password']}' -d '{update}'\n\n"
         "*** See it in DNS:\n"
-        f"dig +short @127.0.0.1 -p {dns_port} TXT {account['fulldomain']}\n"
+        f"dig +short @{host} -p {port} TXT {account['fulldomain']}\n"
         f"  (or: acme-delegate dns-query {account['fulldomain']} --nameserver "
-        f"127.0.0.1:{dns_port})\n",
+        f"{dns_hostport})\n",
         file=sys.stderr,
         flush=True,
     )
