@@ -33,7 +33,8 @@ class NormalizePath:
             if len(clean) > 1:
                 clean = clean.rstrip("/")
             if clean != path:
-                scope = {**scope, "path": clean, "raw_path": clean.encode()}
+                # In place, so the outer middleware sees which route served it.
+                scope["path"] = clean
         await self.app(scope, receive, send)
 
 

@@ -110,6 +110,7 @@ class Observe:
         from app.api.request import client_address
 
         request = Request(scope)
+        sent_path = scope["path"]  # as the client sent it; routing may normalise it
         given = request.headers.get("x-request-id", "")
         rid = given if _GOOD_REQUEST_ID.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
@@ -132,7 +133,7 @@ class Observe:
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.request_seconds.labels(route).observe(seconds)
             address = client_address(request, self.trusted)
-            event(log, "http.request", method=scope["method"], path=scope["path"][:200],
+            event(log, "http.request", method=scope["method"], path=sent_path[:200],
                   route=route, status=status, ms=round(seconds * 1000, 1),
                   client=str(address) if address else None)
             request_id.reset(token)

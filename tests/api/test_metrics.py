@@ -85,3 +85,10 @@ async def test_request_ids(harness: Harness) -> None:
     assert given.headers["x-request-id"] == "abc-123"
     made = await harness.client.get("/health", headers={"X-Request-ID": "bad id;" * 20})
     assert len(made.headers["x-request-id"]) == 32 and made.headers["x-request-id"] != "abc-123"
+
+
+async def test_normalised_paths_count_under_their_route(harness: Harness) -> None:
+    await harness.client.post("http://acme.test//update", json={})
+    samples = await scrape(harness)
+    assert value(samples, "acme_delegate_http_requests_total", route="/update", method="POST",
+                 status="401") == 1
