@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -18,7 +19,24 @@ router = APIRouter(tags=["acme-dns"])
 log = logging.getLogger("acme_delegate.api")
 
 
-@router.post("/register", status_code=201)
+_ACCOUNT = {"username": "9b3b2d5e-5a4e-4c1e-9d57-0a4f3a0d2b11",
+            "password": "m5yq3A2mF0oZ1nZy7bq7xw4r3Yt0sR9pQ8cX2vLk",
+            "fulldomain": "0c8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31.acme.example.org",
+            "subdomain": "0c8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31", "allowfrom": []}
+
+
+def _error(*codes: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"examples": {
+        code: {"value": {"error": code}} for code in codes}}}, "description": ", ".join(codes)}
+
+
+@router.post("/register", status_code=201, responses={
+    201: {"description": "The new account, its key shown this once",
+          "content": {"application/json": {"example": _ACCOUNT}}},
+    400: _error("malformed_json_payload", "invalid_allowfrom_cidr"),
+    403: _error("registration_closed"), 429: _error("too_many_requests")},
+    openapi_extra={"requestBody": {"required": False, "content": {"application/json": {
+        "example": {"allowfrom": ["192.0.2.0/24"]}}}}})
 async def register(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
     """Create a delegated account (when REGISTRATION allows); answers the account once."""
     body = parse_json_object(await read_body(request))
@@ -29,7 +47,18 @@ async def register(request: Request, services: ServicesDep, client: ClientDep) -
     return JSONResponse(issued.acme_dns_json(), status_code=201)
 
 
-@router.post("/update")
+@router.post("/update", responses={
+    200: {"description": "The value is live in DigitalOcean",
+          "content": {"application/json": {"example": {
+              "txt": "LHDhK3oGRvkiefQnx7OOczTY5Tic_xZ6HcMOc_gmtoM"}}}},
+    400: _error("bad_txt"), 401: _error("forbidden"), 429: _error("too_many_requests"),
+    503: _error("dns_provider_unavailable")},
+    openapi_extra={"parameters": [
+        {"name": "X-Api-User", "in": "header", "required": True, "schema": {"type": "string"}},
+        {"name": "X-Api-Key", "in": "header", "required": True, "schema": {"type": "string"}}],
+        "requestBody": {"required": True, "content": {"application/json": {"example": {
+            "subdomain": "0c8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31",
+            "txt": "LHDhK3oGRvkiefQnx7OOczTY5Tic_xZ6HcMOc_gmtoM"}}}}})
 async def update(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
     """Put a challenge value at the caller's name; 200 once DigitalOcean has it."""
     try:
@@ -50,7 +79,8 @@ async def update(request: Request, services: ServicesDep, client: ClientDep) -> 
     return JSONResponse({"txt": value}, status_code=200)
 
 
-@router.get("/health")
+@router.get("/health", responses={200: {"content": {"application/json": {"example": {
+    "status": "ok"}}}}, 503: _error("database_unavailable")})
 async def health(services: ServicesDep) -> JSONResponse:
     """200 when the database answers, 503 when it does not."""
     try:

@@ -136,6 +136,7 @@ async def create_account(body: CreateAccount, services: ServicesDep, client: Cli
 @router.get("/accounts", responses=ERRORS)
 async def list_accounts(
     services: ServicesDep,
+    client: ClientDep,
     include_revoked: bool = False,
     mode: Mode | None = None,
     domain: Annotated[str | None, Query(max_length=300)] = None,
@@ -153,14 +154,19 @@ async def list_accounts(
         domain=normalize_domain(domain) if domain else None,
         stale_before=stale_before, limit=limit, offset=offset,
     )
-    return [AccountView.of(a) for a in await services.accounts.list_accounts(where)]
+    found = await services.accounts.list_accounts(where)
+    await services.accounts.record_read("accounts", client=client.label)
+    return [AccountView.of(a) for a in found]
 
 
 @router.get("/accounts/{username}", responses={404: {"description": "`account_not_found`"},
                                                **ERRORS})
-async def show_account(username: str, services: ServicesDep) -> AccountView:
+async def show_account(username: str, services: ServicesDep, client: ClientDep
+                       ) -> AccountView:
     """One account; never its key."""
-    return AccountView.of(await services.accounts.get(username))
+    account = await services.accounts.get(username)
+    await services.accounts.record_read("account", client=client.label, username=username)
+    return AccountView.of(account)
 
 
 @router.patch("/accounts/{username}", responses={404: {"description": "`account_not_found`"},
@@ -209,6 +215,7 @@ async def revoke_account(
 @router.get("/audit", responses=ERRORS)
 async def audit(
     services: ServicesDep,
+    client: ClientDep,
     since: AwareDatetime | None = None,
     account: Annotated[str | None, Query(max_length=36)] = None,
     event: Annotated[str | None, Query(max_length=64)] = None,
@@ -217,4 +224,5 @@ async def audit(
     """The audit trail, newest first. Values appear as fingerprints; keys never."""
     found = await services.accounts.audit_trail(
         AuditQuery(since=since, username=account, event=event, limit=limit))
+    await services.accounts.record_read("audit", client=client.label)
     return [AuditView(**asdict(e)) for e in found]

@@ -276,6 +276,11 @@ class AccountService:
     def now(self) -> datetime:
         return self._clock()
 
+    async def record_read(self, what: str, *, client: str | None,
+                          username: str | None = None) -> None:
+        """Audit an admin read (a listing, an account, the trail itself)."""
+        await self._audit("admin.read", "ok", client=client, username=username, detail=what)
+
     async def audit_trail(self, where: AuditQuery) -> list[AuditEvent]:
         return await self._store.audit_events(where)
 
