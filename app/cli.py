@@ -139,6 +139,7 @@ def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
 
     from app.db.migrate import upgrade
     from app.main import create_app
+    from app.server import HeadTimeoutProtocol
 
     settings = _settings()
     if (tls_cert is None) != (tls_key is None):
@@ -178,8 +179,10 @@ def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
             access_log=False,  # ours carries the request id and the real client address
             ssl_certfile=settings.tls_cert_file,
             ssl_keyfile=settings.tls_key_file,
-            # Bounded exposure to floods and slow clients: connections, header size, idle.
-            limit_concurrency=settings.max_connections,
+            # Bounded exposure to floods and slow clients: a deadline for request heads
+            # (uvicorn has none), header size, idle keep-alive. Load is bounded by requests
+            # in flight (MAX_IN_FLIGHT), not connections, so slow senders lock nobody out.
+            http=HeadTimeoutProtocol,
             h11_max_incomplete_event_size=16 * 1024,
             timeout_keep_alive=5,
             # On SIGTERM, finish the updates in flight (each ends within DO_TIMEOUT-bounded

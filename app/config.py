@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     limits_storage: str = "memory://"
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    max_connections: int = Field(default=1000, ge=10)
+    max_in_flight: int = Field(default=500, ge=1)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

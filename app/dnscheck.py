@@ -22,13 +22,16 @@ def parse_nameserver(text: str) -> Nameserver:
     """``HOST:PORT``, ``HOST`` (port 53) or ``[v6]:PORT``."""
     text = text.strip()
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, closed, rest = text[1:].partition("]")
+        if not closed:
+            raise ValueError(f"not a nameserver address: {text!r} (HOST:PORT)")
         port = rest.removeprefix(":") or "53"
     elif text.count(":") == 1:
         host, port = text.split(":")
     else:
         host, port = text, "53"
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if (not host or any(c in host for c in "[]/@ \t") or not (port.isascii() and port.isdigit())
+            or not 0 < int(port) < 65536):
         raise ValueError(f"not a nameserver address: {text!r} (HOST:PORT)")
     return host, int(port)
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.api import acmedns, admin, errors, httpreq, ops
+from app.api.guards import BodyGuard, InFlightLimit
 from app.config import Settings
 from app.core.reconcile import ReconcileLoop
 from app.observability import Metrics, Observe
@@ -54,6 +57,40 @@ class StrictTransport:
         await self.app(scope, receive, send_hsts if scope["type"] == "http" else send)
 
 
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, told the truth about errors: this service answers every error,
+    validation included, as ``{"error": "<code>"}`` (400 for bad input), never with
+    FastAPI's 422 validation body."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                         routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    components["Error"] = {"type": "object", "required": ["error"],
+                           "properties": {"error": {"type": "string"}}}
+    error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            generated = responses.get("422", {}).get("description") == "Validation Error"
+            if generated:
+                del responses["422"]
+            if generated or operation.get("requestBody") or operation.get("parameters"):
+                responses.setdefault("400", {"description": "Bad input: `bad_request` or a "
+                                                            "more precise code"})
+            for status, response in responses.items():
+                if status[0] in "45":
+                    examples = response.get("content", {}).get("application/json", {}).get(
+                        "examples")
+                    response["content"] = {"application/json": {
+                        **error_content["application/json"],
+                        **({"examples": examples} if examples else {})}}
+    app.openapi_schema = schema
+    return schema
+
+
 def create_app(
     settings: Settings, *, http: httpx.AsyncClient | None = None, reconcile: bool = True
 ) -> FastAPI:
@@ -83,6 +120,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     errors.install(app)
     app.include_router(acmedns.router)
     app.include_router(httpreq.router)
@@ -91,6 +129,8 @@ def create_app(
     app.add_middleware(NormalizePath)
     if settings.tls_cert_file is not None:
         app.add_middleware(StrictTransport)
+    app.add_middleware(BodyGuard)
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight)
     # Added last, so outermost: it sees every request, errors included.
     app.add_middleware(Observe, metrics=metrics, trusted_proxies=settings.trusted_proxies)
     return app

@@ -24,7 +24,9 @@ from app.logs import event, request_id
 log = logging.getLogger("acme_delegate.http")
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-_GOOD_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Methods are client-chosen: anything else is "other", so labels cannot grow without end.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REPAIR_KINDS = ("expired", "revoked", "retried", "forgotten", "recreated", "ghosts")
 
 
@@ -112,7 +114,7 @@ class Observe:
         request = Request(scope)
         sent_path = scope["path"]  # as the client sent it; routing may normalise it
         given = request.headers.get("x-request-id", "")
-        rid = given if _GOOD_REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = given if _GOOD_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
@@ -130,7 +132,8 @@ class Observe:
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.request_seconds.labels(route).observe(seconds)
             address = client_address(request, self.trusted)
             event(log, "http.request", method=scope["method"], path=sent_path[:200],

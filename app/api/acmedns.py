@@ -25,7 +25,8 @@ _ACCOUNT = {"username": "9b3b2d5e-5a4e-4c1e-9d57-0a4f3a0d2b11",
             "subdomain": "0c8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31", "allowfrom": []}
 
 
-def _error(*codes: str) -> dict[str, Any]:
+def error_examples(*codes: str) -> dict[str, Any]:
+    """An OpenAPI response documenting the ``{\"error\": code}`` bodies it may carry."""
     return {"content": {"application/json": {"examples": {
         code: {"value": {"error": code}} for code in codes}}}, "description": ", ".join(codes)}
 
@@ -33,8 +34,8 @@ def _error(*codes: str) -> dict[str, Any]:
 @router.post("/register", status_code=201, responses={
     201: {"description": "The new account, its key shown this once",
           "content": {"application/json": {"example": _ACCOUNT}}},
-    400: _error("malformed_json_payload", "invalid_allowfrom_cidr"),
-    403: _error("registration_closed"), 429: _error("too_many_requests")},
+    400: error_examples("malformed_json_payload", "invalid_allowfrom_cidr"),
+    403: error_examples("registration_closed"), 429: error_examples("too_many_requests")},
     openapi_extra={"requestBody": {"required": False, "content": {"application/json": {
         "example": {"allowfrom": ["192.0.2.0/24"]}}}}})
 async def register(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
@@ -51,8 +52,9 @@ async def register(request: Request, services: ServicesDep, client: ClientDep) -
     200: {"description": "The value is live in DigitalOcean",
           "content": {"application/json": {"example": {
               "txt": "LHDhK3oGRvkiefQnx7OOczTY5Tic_xZ6HcMOc_gmtoM"}}}},
-    400: _error("bad_txt"), 401: _error("forbidden"), 429: _error("too_many_requests"),
-    503: _error("dns_provider_unavailable")},
+    400: error_examples("bad_txt"), 401: error_examples("forbidden"),
+    429: error_examples("too_many_requests"),
+    503: error_examples("dns_provider_unavailable")},
     openapi_extra={"parameters": [
         {"name": "X-Api-User", "in": "header", "required": True, "schema": {"type": "string"}},
         {"name": "X-Api-Key", "in": "header", "required": True, "schema": {"type": "string"}}],
@@ -80,7 +82,7 @@ async def update(request: Request, services: ServicesDep, client: ClientDep) -> 
 
 
 @router.get("/health", responses={200: {"content": {"application/json": {"example": {
-    "status": "ok"}}}}, 503: _error("database_unavailable")})
+    "status": "ok"}}}}, 503: error_examples("database_unavailable")})
 async def health(services: ServicesDep) -> JSONResponse:
     """200 when the database answers, 503 when it does not."""
     try:

@@ -27,7 +27,8 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.TooManyRequests: 429,
 }
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+               408: "request_timeout",
                413: "payload_too_large"}
 
 

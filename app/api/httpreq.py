@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.api.acmedns import error_examples as _error
 from app.api.deps import Client, ClientDep, ServicesDep
 from app.api.request import basic_auth, parse_json_object, read_body
 from app.core.errors import Forbidden, InvalidDomain, MalformedJson
@@ -26,7 +28,10 @@ def raw_value(key_auth: str) -> str | None:
     """RAW mode: the DNS-01 value is base64url(SHA-256(key authorization)), unpadded."""
     if len(key_auth) > MAX_KEY_AUTH:
         return None
-    digest = hashlib.sha256(key_auth.encode("utf-8")).digest()
+    try:
+        digest = hashlib.sha256(key_auth.encode("utf-8")).digest()
+    except UnicodeEncodeError:  # a lone surrogate: no ACME client sends one
+        return None
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
@@ -71,7 +76,17 @@ async def _authorized(
     return account, value
 
 
-@router.post("/present")
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("bad_txt", "malformed_json_payload"), 401: _error("forbidden"),
+    429: _error("too_many_requests"), 503: _error("dns_provider_unavailable")}
+_BODY = {"requestBody": {"required": True, "content": {"application/json": {"examples": {
+    "default": {"value": {"fqdn": "_acme-challenge.www.example.com.",
+                          "value": "LHDhK3oGRvkiefQnx7OOczTY5Tic_xZ6HcMOc_gmtoM"}},
+    "raw": {"value": {"domain": "www.example.com", "token": "tok",
+                      "keyAuth": "tok.thumbprint"}}}}}}}
+
+
+@router.post("/present", responses=_RESPONSES, openapi_extra=_BODY)
 async def present(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
     """Put a challenge value at the caller's bound name."""
     account, value = await _authorized(request, services, client)
@@ -80,7 +95,7 @@ async def present(request: Request, services: ServicesDep, client: ClientDep) ->
     return JSONResponse({"fqdn": account.name + ".", "value": checked})
 
 
-@router.post("/cleanup")
+@router.post("/cleanup", responses=_RESPONSES, openapi_extra=_BODY)
 async def cleanup(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
     """Remove exactly that challenge value from the caller's bound name."""
     account, value = await _authorized(request, services, client)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import ipaddress
 import json
 from collections.abc import Sequence
@@ -13,16 +12,16 @@ from typing import Any
 from fastapi import Request
 
 from app.api.errors import ApiError
+from app.api.guards import BODY_TIMEOUT, MAX_BODY
 from app.core.errors import MalformedJson
-from app.core.names import IPAddress, IPNetwork
-
-MAX_BODY = 16 * 1024  # an acme-dns or httpreq body is well under 1 KiB
-BODY_TIMEOUT = 10.0  # seconds for the whole body: a slow sender holds nothing for long
+from app.core.names import IPAddress, IPNetwork, in_networks
 
 
 async def read_body(request: Request) -> bytes:
+    # BodyGuard already bounded and buffered the body; this stays correct without it.
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+    if declared is not None and declared.isascii() and declared.isdigit() \
+            and int(declared) > MAX_BODY:
         raise ApiError(413, "payload_too_large")
     chunks: list[bytes] = []
     size = 0
@@ -47,14 +46,24 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw.decode("utf-8"))
+        # Keys folded in document order, the last one winning, as Go's decoder (and so the
+        # reference server) reads {"SubDomain": …, "subdomain": …}.
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_Object)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedJson() from exc
     if data is None:
         return {}
-    if not isinstance(data, dict):
+    if not isinstance(data, _Object):
         raise MalformedJson()
-    return {str(key).lower(): value for key, value in data.items()}
+    return {key.lower(): value for key, value in data.pairs}
+
+
+class _Object(dict[str, Any]):
+    """A JSON object that remembers its members in document order."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
 
 
 def basic_auth(request: Request) -> tuple[str, str] | None:
@@ -64,7 +73,7 @@ def basic_auth(request: Request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII input alike
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None
@@ -90,15 +99,9 @@ def client_address(request: Request, trusted: Sequence[IPNetwork]) -> IPAddress 
     if address is None or not trusted:
         return address
     hops = [h for v in request.headers.getlist("x-forwarded-for") for h in v.split(",")]
-    while hops and _in(address, trusted):
+    while hops and in_networks(address, trusted):
         hop = _parse_ip(hops.pop())
         if hop is None:
             break
         address = hop
     return address
-
-
-def _in(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address.version == n.version and address in n for n in networks)

@@ -20,11 +20,12 @@ CHALLENGE_LABEL = "_acme-challenge"
 MAX_NAME_LENGTH = 253
 MAX_LABEL_LENGTH = 63
 
-_LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # An ACME DNS-01 value is base64url(SHA-256(key authorization)): always 43 characters.
-_TXT_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_TXT_VALUE = re.compile(r"[A-Za-z0-9_-]{43}")
 # Issued keys are 30 random bytes in base64url: 40 characters.
-_KEY = re.compile(r"^[A-Za-z0-9_-]{40}$")
+# Always fullmatch: "$" would let a trailing newline through.
+_KEY = re.compile(r"[A-Za-z0-9_-]{40}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -45,7 +46,7 @@ def a_label(label: str) -> str:
             label = idna.encode(label, uts46=True).decode("ascii")
         except idna.IDNAError as exc:
             raise InvalidDomain("label is not a valid internationalized name") from exc
-    if not _LDH_LABEL.match(label):
+    if not _LDH_LABEL.fullmatch(label):
         raise InvalidDomain("labels are letters, digits and inner hyphens, 1 to 63 characters")
     return label
 
@@ -129,7 +130,7 @@ def bindable(name: str, delegation_domain: str | None) -> bool:
     if first == CHALLENGE_LABEL and rest.count(".") >= 1:
         return True
     return (delegation_domain is not None and rest == delegation_domain
-            and bool(_LDH_LABEL.match(first)))
+            and bool(_LDH_LABEL.fullmatch(first)))
 
 
 def is_within(name: str, zone: str) -> bool:
@@ -157,13 +158,13 @@ def longest_zone(name: str, zones: Iterable[str]) -> str | None:
 
 def check_txt_value(value: object) -> str:
     """An ACME DNS-01 challenge value, or BadTxt."""
-    if not isinstance(value, str) or not _TXT_VALUE.match(value):
+    if not isinstance(value, str) or not _TXT_VALUE.fullmatch(value):
         raise BadTxt()
     return value
 
 
 def looks_like_key(value: object) -> bool:
-    return isinstance(value, str) and bool(_KEY.match(value))
+    return isinstance(value, str) and bool(_KEY.fullmatch(value))
 
 
 def looks_like_username(value: object) -> bool:
@@ -201,12 +202,18 @@ def parse_allowfrom(entries: object) -> list[IPNetwork]:
     return networks
 
 
+def in_networks(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    """``address`` in any of ``networks``; an IPv4-mapped IPv6 address matches in both
+    of its forms (``::ffff:192.0.2.1`` is in ``192.0.2.0/24`` and in ``::ffff:0:0/96``)."""
+    forms: list[IPAddress] = [address]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        forms.append(address.ipv4_mapped)
+    return any(form.version == net.version and form in net
+               for form in forms for net in networks)
+
+
 def address_allowed(address: IPAddress | None, allowfrom: Sequence[IPNetwork]) -> bool:
     """Deny-by-default check of a client address against an allow-list (empty: any)."""
     if not allowfrom:
         return True
-    if address is None:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address.version == net.version and address in net for net in allowfrom)
+    return address is not None and in_networks(address, allowfrom)
