@@ -217,8 +217,8 @@ async def audit(
     services: ServicesDep,
     client: ClientDep,
     since: AwareDatetime | None = None,
-    account: Annotated[str | None, Query(max_length=36)] = None,
-    event: Annotated[str | None, Query(max_length=64)] = None,
+    account: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F-]{36}$")] = None,
+    event: Annotated[str | None, Query(pattern=r"^[a-z][a-z._]{0,63}$")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[AuditView]:
     """The audit trail, newest first. Values appear as fingerprints; keys never."""

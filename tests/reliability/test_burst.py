@@ -40,7 +40,9 @@ async def test_burst_of_a_thousand(harness_factory: Any) -> None:
     served = statuses.count(200)
     deferred = [r for r in responses if r.status_code == 503]
     assert served + len(deferred) == BURST, set(statuses)
-    assert all(r.json() == {"error": "dns_provider_unavailable"} for r in deferred)
+    # Told to come back: DigitalOcean's budget is spent, or (past MAX_IN_FLIGHT, 500 by
+    # default) the server is busy. Either way with a Retry-After.
+    assert {r.json()["error"] for r in deferred} <= {"dns_provider_unavailable", "overloaded"}
     assert all(1 <= int(r.headers["retry-after"]) <= 3600 for r in deferred)
     assert 0 < served <= BUDGET
     log = h.do.requests()
