@@ -30,6 +30,11 @@ from app.throttle import Throttle
 log = logging.getLogger("acme_delegate")
 
 
+# Connections that may hold a name's advisory lock at once (twice this with overflow);
+# further updates wait their turn, holding nothing.
+LOCK_POOL = 16
+
+
 class StartupError(Exception):
     """The configuration cannot work; the message says what to change."""
 
@@ -59,6 +64,9 @@ async def build_services(
             "(a token with domain:read, domain:create and domain:delete is enough)"
         )
     engine = create_engine(settings.database_url)
+    # Held advisory locks get their own pool (see SqlStore); SQLite needs none.
+    lock_engine = (create_engine(settings.database_url, pool_size=LOCK_POOL)
+                   if engine.dialect.name == "postgresql" else None)
     own_http = http is None
     client = http or httpx.AsyncClient(
         timeout=httpx.Timeout(settings.do_timeout, connect=5.0),
@@ -66,7 +74,8 @@ async def build_services(
         follow_redirects=False,
     )
     try:
-        store = SqlStore(engine, on_audit=metrics.audited if metrics else None)
+        store = SqlStore(engine, on_audit=metrics.audited if metrics else None,
+                         lock_engine=lock_engine)
         budget = RateBudget(
             per_minute=settings.do_rate_per_minute,
             per_hour=settings.do_rate_per_hour,
@@ -107,6 +116,8 @@ async def build_services(
         if own_http:
             await client.aclose()
         await engine.dispose()
+        if lock_engine is not None:
+            await lock_engine.dispose()
 
 
 async def check_provider(services: Services) -> None:

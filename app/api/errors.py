@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -76,6 +77,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "bad_request")
 
 
+async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+    event(log, "request.overloaded", logging.WARNING, path=request.url.path)
+    return error_response(503, "overloaded", {"Retry-After": "1"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Never leak internal text: the details go to the log, the client gets a code.
     event(log, "request.failed", logging.ERROR, path=request.url.path, error=type(exc).__name__)
@@ -88,4 +94,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _pool_exhausted)
     app.add_exception_handler(Exception, _unexpected)

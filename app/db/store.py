@@ -94,9 +94,14 @@ class _LocalLocks:
 
 class SqlStore:
     def __init__(self, engine: AsyncEngine,
-                 on_audit: Callable[[AuditEvent], None] | None = None) -> None:
+                 on_audit: Callable[[AuditEvent], None] | None = None,
+                 lock_engine: AsyncEngine | None = None) -> None:
+        """``lock_engine``: a pool of its own for held advisory locks (PostgreSQL). Were
+        they taken from ``engine``'s pool, enough concurrent holders would hold every
+        connection while each waits for one more to do its work: a deadlock."""
         self._on_audit = on_audit
         self._engine = engine
+        self._lock_engine = lock_engine or engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._local = _LocalLocks()
         self._reconciling = asyncio.Lock()
@@ -221,7 +226,7 @@ class SqlStore:
                 yield
                 return
             key = advisory_key(name)
-            async with self._engine.connect() as conn:
+            async with self._lock_engine.connect() as conn:
                 await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
                 await conn.commit()
                 try:
@@ -246,7 +251,7 @@ class SqlStore:
             if not self._postgres:
                 yield True
                 return
-            async with self._engine.connect() as conn:
+            async with self._lock_engine.connect() as conn:
                 got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
                                           {"k": _RECONCILE_KEY})).scalar()
                 await conn.commit()

@@ -48,3 +48,18 @@ async def test_burst_of_a_thousand(harness_factory: Any) -> None:
     log = h.do.requests()
     assert [e for e in log if e.status == 429] == []
     assert h.do.max_requests_per_window(60) <= BUDGET
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_many_names_at_once_on_postgres(harness_factory: Any) -> None:
+    """64 updates at once on 64 names: more than the database pool holds. Lock holders
+    must not starve each other of connections (they once did: every request 500)."""
+    async with harness_factory() as h:
+        h.do.update_faults(latency_ms=100)
+        accounts = [(await h.services.accounts.create(domain=f"c{n}.example.com",
+                                                      delegated=False)).acme_dns_json()
+                    for n in range(64)]
+        responses = await asyncio.gather(*(h.update(a, challenge_value(n))
+                                           for n, a in enumerate(accounts)))
+    assert [r.status_code for r in responses] == [200] * 64
