@@ -9,12 +9,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from pydantic import ValidationError
 
-from app.config import Settings
 from app.core.errors import DomainError, InvalidAllowfrom
 from app.core.models import (
     Account,
@@ -26,13 +24,22 @@ from app.core.models import (
     Mode,
 )
 from app.core.names import normalize_domain, parse_allowfrom
-from app.wiring import Services, StartupError, build_services, check_provider
+
+if TYPE_CHECKING:
+    # The service graph (SQLAlchemy, FastAPI, settings) is imported only by the commands
+    # that use it: the certbot hooks run four times per certificate and need none of it.
+    from app.config import Settings
+    from app.wiring import Services
 
 T = TypeVar("T")
 FORMATS = ("acme-dns", "cert-manager", "lego")
 
 
 def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
     try:
         return Settings()
     except ValidationError as exc:
@@ -52,6 +59,7 @@ def _configure_logging(settings: Settings) -> None:
 def _run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
     """Migrate, build the services, run ``work``; domain errors become clean messages."""
     from app.db.migrate import upgrade
+    from app.wiring import StartupError, build_services
 
     upgrade(settings.database_url)
 
@@ -157,6 +165,8 @@ def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
             settings = demo.settings
         stack.enter_context(_sqlite_owner(settings.database_url))
         upgrade(settings.database_url)
+        from app.wiring import check_provider
+
         _run(settings, check_provider)
         if demo is not None:
             from app.demo import announce
