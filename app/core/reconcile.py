@@ -82,8 +82,9 @@ class Reconciler:
             if not acquired:
                 report.skipped = True
                 return report
+            with_values = await self._store.names_with_values()
             for zone, names in sorted((await self._store.owned_names()).items()):
-                await self._zone(zone, names, report)
+                await self._zone(zone, names, with_values, report)
         if report.repairs or report.failures:
             event(log, "reconcile.done", logging.WARNING if report.failures else logging.INFO,
                   zones=report.zones, names=report.names, expired=report.expired,
@@ -92,7 +93,8 @@ class Reconciler:
                   failures=len(report.failures))
         return report
 
-    async def _zone(self, zone: str, names: set[str], report: ReconcileReport) -> None:
+    async def _zone(self, zone: str, names: set[str], with_values: set[str],
+                    report: ReconcileReport) -> None:
         listed_at = self._clock()
         try:
             records = await self._provider.list_txt(zone)
@@ -103,7 +105,9 @@ class Reconciler:
         at_name: dict[str, list[ProviderRecord]] = {}
         for record in records:
             at_name.setdefault(fqdn(record, zone), []).append(record)
-        for name in sorted(names):
+        # Only names with a row or a record need a look: most bound names hold nothing
+        # between renewals (the scale benchmark's 100,000 idle accounts cost minutes).
+        for name in sorted(n for n in names if n in with_values or n in at_name):
             report.names += 1
             async with self._store.name_lock(name):
                 await self._name(zone, name, at_name.get(name, []), listed_at, report)

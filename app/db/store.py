@@ -283,6 +283,10 @@ class SqlStore:
                 owned.setdefault(zone, set()).add(name)
         return owned
 
+    async def names_with_values(self) -> set[str]:
+        async with self._sessions() as session:
+            return set(await session.scalars(select(TxtValueRow.name).distinct()))
+
     async def accounts_by_id(self, ids: Sequence[int]) -> dict[int, Account]:
         if not ids:
             return {}
