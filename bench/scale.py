@@ -110,8 +110,9 @@ def ring(credentials: list[Credential], primed: dict[str, str]) -> Job:
 
 
 def prepare(database: str, n: int, *, name: str, work: Path, live_fraction: float,
-            stack: contextlib.ExitStack, progress: Progress) -> Size:
-    """Seed a fresh database, start its stand-in and its serve process."""
+            idle_timeout: float, stack: contextlib.ExitStack, progress: Progress) -> Size:
+    """Seed a fresh database, start its stand-in and its serve process, and wait until
+    serve's start-up reconcile pass is over."""
     progress.label = f"scale [{database}, {n:,} credentials]"
     progress.total = n
     url = fresh_database(database, workdir=work, name=name)
@@ -138,7 +139,12 @@ def prepare(database: str, n: int, *, name: str, work: Path, live_fraction: floa
     served = stack.enter_context(Serve(env, work / f"serve-{database}-{n}.log",
                                        ready_timeout=300))
     result["start_to_healthy_s"] = round(time.monotonic() - started, 2)
-    result["_healthy_at"] = time.monotonic()
+    # The pass runs at start-up, before or after /health answers: timed from the start,
+    # before the next size is prepared.
+    progress.update(note="start-up reconcile pass", force=True)
+    served.wait_idle(timeout=idle_timeout, progress=progress)
+    result["startup_reconcile_busy_s"] = round(time.monotonic() - started, 1)
+    result["serve_rss_kb_idle"] = served.rss_kb()
     return Size(n, name, url, env, standin, served, [kept[i] for i in sample_at],
                 [kept[i] for i in pacer_at], result)
 
@@ -208,16 +214,9 @@ def run_database(database: str, *, baseline: int, credentials: int, work: Path,
                  ) -> list[dict[str, Any]]:
     with contextlib.ExitStack() as stack:
         sizes = [prepare(database, n, name=f"{postgres_database}_{tag}", work=work,
-                         live_fraction=live_fraction, stack=stack, progress=progress)
+                         live_fraction=live_fraction, idle_timeout=idle_timeout, stack=stack,
+                         progress=progress)
                  for n, tag in ((baseline, "small"), (credentials, "large"))]
-        for size in sizes:
-            progress.label = f"scale [{database}, {size.n:,} credentials]"
-            size.served.wait_idle(timeout=idle_timeout, progress=progress)
-            # The pass runs at start-up, before or after /health answers: from start.
-            busy = time.monotonic() - size.result.pop("_healthy_at")
-            size.result["startup_reconcile_busy_s"] = round(
-                busy + size.result["start_to_healthy_s"], 1)
-            size.result["serve_rss_kb_idle"] = size.served.rss_kb()
         progress.label = f"scale [{database}]"
         asyncio.run(measure(sizes, rounds=rounds, requests=requests, seconds=seconds,
                             paced_updates=paced_updates, progress=progress))
