@@ -22,6 +22,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def run(*, seconds: float = 2.0, bcrypt_calls: int = 20, results_dir: Path | Non
         "benchmark": NAME,
         "machine": machine(),
         "params": {"seconds_per_case": seconds, "bcrypt_calls": bcrypt_calls,
-                   "bcrypt_cost": BCRYPT_COST, "bcrypt_version": bcrypt.__version__,
+                   "bcrypt_cost": BCRYPT_COST, "bcrypt_version": version("bcrypt"),
                    "key_length": len(key)},
         "results": results,
         "ratio_bcrypt_over_verify_key": round(ratio, 1),

@@ -157,7 +157,7 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
     def cert_ok(path_key: str) -> Callable[[Any, Any], str | None]:
         def check(cmd: Any, result: Any) -> str | None:
             if not result.ok:
-                return result.describe()[-1500:]
+                return str(result.describe())[-1500:]
             try:
                 h.verify_issued_certificate(cmd.outputs[path_key], cmd.domains,
                                             root_pem=root_pem)

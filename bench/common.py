@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import httpx
 
@@ -696,7 +696,7 @@ def seed_accounts(database_url: str, count: int, *, zones: Sequence[str],
 
     Must run on a freshly created database: account ids are then 1..count.
     """
-    from sqlalchemy import func, insert, select
+    from sqlalchemy import Table, func, insert, select
 
     from app.core.keys import hash_key, new_key, new_username
     from app.core.names import challenge_name, new_delegation_label
@@ -716,21 +716,20 @@ def seed_accounts(database_url: str, count: int, *, zones: Sequence[str],
             if start:
                 raise RuntimeError("seed_accounts needs an empty accounts table")
             for first in range(0, count, batch):
-                rows = []
+                rows: list[dict[str, Any]] = []
                 for i in range(first, min(first + batch, count)):
                     zone = zones[i % len(zones)]
                     domain = f"h{i}.{zone}"
-                    key = new_key()
-                    row = {"username": new_username(), "key_hash": hash_key(key),
-                           "label": new_delegation_label(), "name": challenge_name(domain),
-                           "zone": zone, "mode": "direct", "domain": domain, "allowfrom": [],
-                           "note": None, "created_at": now}
-                    rows.append(row)
+                    key, username, label = new_key(), new_username(), new_delegation_label()
+                    name = challenge_name(domain)
+                    rows.append({"username": username, "key_hash": hash_key(key),
+                                 "label": label, "name": name, "zone": zone, "mode": "direct",
+                                 "domain": domain, "allowfrom": [], "note": None,
+                                 "created_at": now})
                     if i in wanted:
-                        kept[i] = Credential(i + 1, row["username"], key, row["label"],
-                                             row["name"], zone)
+                        kept[i] = Credential(i + 1, username, key, label, name, zone)
                 async with engine.begin() as conn:
-                    await conn.execute(insert(AccountRow.__table__), rows)
+                    await conn.execute(insert(cast(Table, AccountRow.__table__)), rows)
                 if progress is not None:
                     progress.update(min(first + batch, count), "seeding credentials")
         finally:
@@ -745,7 +744,7 @@ def seed_live_values(database_url: str, standin: StandinProcess,
                      progress: Progress | None = None) -> int:
     """One live TXT value per (account id, name, zone): a record in the stand-in and its
     ``txt_values`` row, as if the account had updated once. Returns how many."""
-    from sqlalchemy import insert
+    from sqlalchemy import Table, insert
 
     from app.core.names import relative_name
     from app.db.engine import create_engine
@@ -767,7 +766,7 @@ def seed_live_values(database_url: str, standin: StandinProcess,
         try:
             async with engine.begin() as conn:
                 if rows:
-                    await conn.execute(insert(TxtValueRow.__table__), rows)
+                    await conn.execute(insert(cast(Table, TxtValueRow.__table__)), rows)
         finally:
             await engine.dispose()
 

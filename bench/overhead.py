@@ -76,6 +76,16 @@ UNTHROTTLED = "1000000"  # ACME_DELEGATE_UPDATES_PER_MINUTE for load from few cr
 Job = Callable[[], tuple[Credential, str]]
 
 
+def same_value(credential: Credential, value: str) -> Job:
+    """A client that repeats one (live) value."""
+    return lambda: (credential, value)
+
+
+def fresh_values(credential: Credential, values: Values) -> Job:
+    """A client that sends a new value every time."""
+    return lambda: (credential, values())
+
+
 async def closed_loop(served: Serve, jobs: Sequence[Job], *, total: int, seconds: float,
                       warmup: int, samples: list[float] | None = None) -> dict[str, Any]:
     """One client per job, each sending its job's next request back to back, until
@@ -187,7 +197,7 @@ async def burst(served: Serve, standin: StandinProcess, credentials: Sequence[Cr
                 values: Values, *, count: int) -> dict[str, Any]:
     """``count`` new values from ``len(credentials)`` clients back to back."""
     since = time.monotonic()
-    jobs: list[Job] = [lambda c=c: (c, values()) for c in credentials]
+    jobs = [fresh_values(c, values) for c in credentials]
     result = await closed_loop(served, jobs, total=count, seconds=120, warmup=0)
     calls = standin.api_calls(since, time.monotonic())
     ok = result["n"]
@@ -226,7 +236,7 @@ async def measure(served: Serve, standin: StandinProcess, credentials: Sequence[
     levels = []
     for level in concurrency:
         progress.update(note=f"repeat path, concurrency {level}", force=True)
-        jobs: list[Job] = [lambda c=c: (c, primed[c.username]) for c in repeaters[:level]]
+        jobs = [same_value(c, primed[c.username]) for c in repeaters[:level]]
         levels.append(await closed_loop(served, jobs, total=requests, seconds=seconds,
                                         warmup=warmup))
     out["repeat"] = levels
@@ -352,13 +362,13 @@ def report(result: dict[str, Any]) -> str:
     do_repeat = [c["repeat_do_calls"]["total"] for c in result["configs"]]
     text += f"\nDigitalOcean calls during the repeat path: {do_repeat}\n"
     for config in result["configs"]:
-        where = f"{config['database']}, DO {config['do_latency_ms']:g} ms"
+        setting = f"{config['database']}, DO {config['do_latency_ms']:g} ms"
         if config["prime_errors"] or config["prefill_errors"]:
-            text += (f"{where}: setup errors (priming {config['prime_errors']}, prefill "
+            text += (f"{setting}: setup errors (priming {config['prime_errors']}, prefill "
                      f"{config['prefill_errors']})\n")
         for level in config["repeat"]:
             if level["errors"]:
-                text += (f"{where}, {level['concurrency']} clients: statuses "
+                text += (f"{setting}, {level['concurrency']} clients: statuses "
                          f"{level['statuses']}\n")
     return text
 

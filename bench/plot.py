@@ -27,12 +27,12 @@ class PlottingUnavailable(RuntimeError):
 
 def _pyplot() -> Any:
     try:
-        import matplotlib
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         raise PlottingUnavailable(f"plot skipped: matplotlib is not installed ({INSTALL})"
                                   ) from None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
 
     return plt
 

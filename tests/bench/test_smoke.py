@@ -123,7 +123,6 @@ def test_scale(tmp_path: Path) -> None:
         assert finite_positive(run["repeat_c1"]["p50_ms"])
         assert run["serve_rss_kb_idle"] > 10_000 and run["serve_rss_kb_peak"] > 10_000
         assert run["reconcile"]["returncode"] == 0, run["reconcile"]
-        # Every name of every account is in the pass.
         # The reconciler looks only at names holding a value or a record, never at all
         # of them: at least the live ones, at most every credential's.
         assert run["live_values"] <= run["reconcile"]["report"]["names"] <= run["credentials"]
