@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import ClientDep, ServicesDep, admin_token_given
 from app.api.errors import error_response
-from app.api.request import parse_json_object, read_body
+from app.api.request import parse_json_object
 from app.core.errors import Forbidden, MalformedJson
 from app.core.names import parse_allowfrom
 from app.logs import event
@@ -40,7 +40,7 @@ def error_examples(*codes: str) -> dict[str, Any]:
         "example": {"allowfrom": ["192.0.2.0/24"]}}}}})
 async def register(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
     """Create a delegated account (when REGISTRATION allows); answers the account once."""
-    body = parse_json_object(await read_body(request))
+    body = parse_json_object(await request.body())
     allowfrom = parse_allowfrom(body.get("allowfrom"))
     issued = await services.accounts.register(
         allowfrom, client=client.label, admin_authorized=admin_token_given(request, services)
@@ -64,7 +64,7 @@ async def register(request: Request, services: ServicesDep, client: ClientDep) -
 async def update(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
     """Put a challenge value at the caller's name; 200 once DigitalOcean has it."""
     try:
-        body: dict[str, object] | None = parse_json_object(await read_body(request))
+        body: dict[str, object] | None = parse_json_object(await request.body())
     except MalformedJson:
         body = None  # an undecodable body is an authentication failure, decided below
     account = await services.accounts.authenticate(

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.acmedns import error_examples as _error
 from app.api.deps import Client, ClientDep, ServicesDep
-from app.api.request import basic_auth, parse_json_object, read_body
+from app.api.request import basic_auth, parse_json_object
 from app.core.errors import Forbidden, InvalidDomain, MalformedJson
 from app.core.models import Account
 from app.core.names import challenge_name, normalize_domain, normalize_fqdn
@@ -40,7 +40,7 @@ async def _authorized(
 ) -> tuple[Account, object]:
     """The account, and the value it asks for (validated, and audited, by the service)."""
     try:
-        body: dict[str, object] | None = parse_json_object(await read_body(request))
+        body: dict[str, object] | None = parse_json_object(await request.body())
     except MalformedJson:
         body = None
     credentials = basic_auth(request)

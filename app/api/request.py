@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ipaddress
 import json
@@ -11,30 +10,8 @@ from typing import Any
 
 from fastapi import Request
 
-from app.api.errors import ApiError
-from app.api.guards import BODY_TIMEOUT, MAX_BODY
 from app.core.errors import MalformedJson
 from app.core.names import IPAddress, IPNetwork, in_networks
-
-
-async def read_body(request: Request) -> bytes:
-    # BodyGuard already bounded and buffered the body; this stays correct without it.
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() \
-            and int(declared) > MAX_BODY:
-        raise ApiError(413, "payload_too_large")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise ApiError(413, "payload_too_large")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ApiError(408, "request_timeout") from None
-    return b"".join(chunks)
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

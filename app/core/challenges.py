@@ -111,7 +111,7 @@ class ChallengeService:
             # ``current`` is ordered oldest first; keep room for the new value.
             excess = len(live) + 1 - (account.max_values or self._max_values)
             if excess > 0:
-                await self._remove(live[:excess], reason="evicted")
+                await self.remove_values(live[:excess], reason="evicted")
 
     async def remove(self, account: Account, value: str) -> bool:
         """Remove one value from the account's name (httpreq cleanup); False if absent."""
@@ -119,14 +119,14 @@ class ChallengeService:
             targets = [v for v in await self._store.values_at(account.name) if v.value == value]
             if not targets:
                 return False
-            await self._remove(targets, reason="cleanup")
+            await self.remove_values(targets, reason="cleanup")
             return True
 
     async def remove_all(self, account: Account) -> int:
         """Remove every value the account has (revocation); returns how many were removed."""
         async with self._store.name_lock(account.name):
             targets = await self._store.values_of_account(account.id)
-            await self._remove(targets, reason="revoked")
+            await self.remove_values(targets, reason="revoked")
             return len(targets)
 
     async def _create(self, pending: TxtValue) -> ProviderRecord:
@@ -175,12 +175,8 @@ class ChallengeService:
         return keep
 
     async def remove_values(self, values: Sequence[TxtValue], *, reason: str) -> int:
-        """``_remove`` for the reconciler, which already holds the name's lock."""
-        return await self._remove(values, reason=reason)
-
-    async def _remove(self, values: Sequence[TxtValue], *, reason: str) -> int:
         """Delete values from DigitalOcean then from the database; failures stay DELETING.
-        Returns how many are gone for good."""
+        Returns how many are gone for good. The caller holds the name's lock."""
         if not values:
             return 0
         await self._store.set_state([v.id for v in values], ValueState.DELETING)
