@@ -216,7 +216,7 @@ def say(message: str, *, enabled: bool = True) -> None:
 
 
 def write_result(name: str, result: dict[str, Any], results_dir: Path | None = None) -> Path:
-    """``<results_dir>/<name>.json`` (default bench/results/), then a PNG if it can."""
+    """Write ``<results_dir>/<name>.json`` (default bench/results/)."""
     directory = results_dir or RESULTS_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
