@@ -4,6 +4,7 @@ DigitalOcean stand-in behind an in-process transport, and the app with its lifes
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -30,8 +31,12 @@ DO_URL = "http://do.test"
 POSTGRES_SERVER_URL = os.environ.get(
     "ACME_DELEGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+# One database per checkout: two worktrees (or two people on one server) testing at once
+# must not drop each other's database mid-run.
+TEST_DATABASE = "acme_delegate_test_" + hashlib.sha256(
+    str(Path(__file__).resolve().parent).encode()).hexdigest()[:10]
 POSTGRES_URL = str(async_url(POSTGRES_SERVER_URL).set(
-    drivername="postgresql", database="acme_delegate_test").render_as_string(hide_password=False))
+    drivername="postgresql", database=TEST_DATABASE).render_as_string(hide_password=False))
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -46,8 +51,8 @@ def postgres_available() -> str | None:
                 await conn.execute(text("SELECT 1"))
                 # A fresh database each session: its schema is this checkout's, whatever
                 # an earlier run or another branch left behind.
-                await conn.execute(text("DROP DATABASE IF EXISTS acme_delegate_test WITH (FORCE)"))
-                await conn.execute(text("CREATE DATABASE acme_delegate_test"))
+                await conn.execute(text(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)"))
+                await conn.execute(text(f"CREATE DATABASE {TEST_DATABASE}"))
         finally:
             await engine.dispose()
 
