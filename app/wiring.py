@@ -23,9 +23,9 @@ from app.db.engine import create_engine
 from app.db.store import SqlStore
 from app.logs import event
 from app.observability import Metrics
-from app.providers.budget import RateBudget
+from app.pacing.budget import RateBudget
+from app.pacing.limits import Throttle
 from app.providers.digitalocean import DigitalOceanAuthError, DigitalOceanClient
-from app.throttle import Throttle
 
 log = logging.getLogger("acme_delegate")
 

@@ -52,7 +52,7 @@ NAME = "burst"
 ZONE = "example.com"
 FULL = 1000
 BUDGET = 240  # the service's default ACME_DELEGATE_DO_RATE_PER_MINUTE
-SERVICE_WINDOW = 61.0  # the service's own minute (app/providers/budget.py): a safety margin
+SERVICE_WINDOW = 61.0  # the service's own minute (app/pacing/budget.py): a safety margin
 
 
 def theory(n: int, budget: int) -> dict[str, Any]:

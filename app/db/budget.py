@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.store import advisory_key
 from app.db.tables import DoRequestRow
-from app.providers.budget import HOUR, MINUTE
+from app.pacing.budget import HOUR, MINUTE
 
 _LOCK = advisory_key("acme-delegate:digitalocean-budget")
 

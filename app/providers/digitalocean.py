@@ -30,7 +30,7 @@ import httpx
 from app.core.names import is_within, relative_name
 from app.core.ports import ProviderError
 from app.logs import event
-from app.providers.budget import BudgetExhausted, RateBudget
+from app.pacing.budget import BudgetExhausted, RateBudget
 
 log = logging.getLogger("acme_delegate.digitalocean")
 

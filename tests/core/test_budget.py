@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.budget import DatabaseWindow
 from app.db.engine import create_engine
-from app.providers.budget import HOUR, MINUTE, BudgetExhausted, LocalWindow, RateBudget
+from app.pacing.budget import HOUR, MINUTE, BudgetExhausted, LocalWindow, RateBudget
 
 
 class FakeClock:

@@ -22,7 +22,7 @@ from app.main import create_app
 from app.standin import StandinState
 from tests.conftest import Harness, do_transport
 
-# The abuse limits (app/throttle.py) would answer 429 long before a fuzzer is done; these
+# The abuse limits (app/pacing/limits.py) would answer 429 long before a fuzzer is done; these
 # tests are about parsing and scope, so the limits are raised where the settings exist.
 _LENIENT_LIMITS = {
     "auth_failures_per_minute": 1_000_000,
