@@ -447,7 +447,7 @@ def certbot_auth(server: str, credentials: Path, nameserver: str | None, timeout
                  ) -> None:
     """Put CERTBOT_VALIDATION, return once the nameservers answer it."""
     from app import hooks
-    from app.dnscheck import parse_nameserver
+    from app.propagation import parse_nameserver
 
     try:
         where = parse_nameserver(nameserver) if nameserver else None
@@ -476,11 +476,14 @@ def certbot_cleanup(server: str, credentials: Path, nameserver: str | None) -> N
 @click.option("--nameserver", required=True, metavar="HOST:PORT")
 def dns_query(name: str, nameserver: str) -> None:
     """Print the TXT values a nameserver answers at NAME."""
-    from app.dnscheck import parse_nameserver, txt_values
+    from app.propagation import PropagationChecker, parse_nameserver
 
     try:
-        values = asyncio.run(txt_values(name, parse_nameserver(nameserver)))
-    except Exception as exc:
-        raise click.ClickException(f"query failed: {type(exc).__name__}: {exc}") from None
-    for value in sorted(values):
+        checker = PropagationChecker([parse_nameserver(nameserver)])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    (answer,) = asyncio.run(checker.answers(name))
+    if not answer.answered:
+        raise click.ClickException(f"query failed: {answer.error}")
+    for value in sorted(answer.values):
         click.echo(value)

@@ -15,7 +15,12 @@ import httpx
 
 from app.core.errors import InvalidDomain
 from app.core.names import check_txt_value, normalize_domain
-from app.dnscheck import Nameserver, authoritative_nameservers, wait_for_txt
+from app.propagation import (
+    Nameserver,
+    PropagationChecker,
+    WaitOutcome,
+    discover_nameservers,
+)
 
 ACCOUNT_FIELDS = ("username", "password", "fulldomain", "subdomain")
 
@@ -104,16 +109,23 @@ async def auth(
           json={"subdomain": account["subdomain"], "txt": value},
           headers={"X-Api-User": account["username"], "X-Api-Key": account["password"]})
     name = account["fulldomain"]
-    servers = [nameserver] if nameserver else await authoritative_nameservers(name)
+    servers = [nameserver] if nameserver else await discover_nameservers(name)
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    say(f"acme-delegate: value for {domain} put at {name}; waiting for DNS")
-    if not await wait_for_txt(name, value, servers, timeout=timeout, progress=say):
+    say(f"acme-delegate: value for {domain} put at {name}; waiting for DNS "
+        f"on {', '.join(map(str, servers))}")
+    checker = PropagationChecker(servers)
+    try:
+        result = await checker.wait(name, {value}, timeout=timeout)
+    finally:
+        await checker.close()
+    if result.outcome is not WaitOutcome.SEEN:
+        late = ", ".join(map(str, result.pending or servers))
         raise HookError(
-            f"the value for {domain} did not appear at {name} on "
-            f"{', '.join(f'{h}:{p}' for h, p in servers)} within {int(timeout)}s"
+            f"the value for {domain} did not appear at {name} on {late} within "
+            f"{int(timeout)}s ({result.outcome})"
         )
     say(f"acme-delegate: {name} answers the value")
 

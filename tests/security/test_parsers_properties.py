@@ -27,8 +27,8 @@ from app.core.names import (
     normalize_domain,
     normalize_fqdn,
 )
-from app.dnscheck import parse_nameserver
 from app.hooks import HookError, account_for
+from app.propagation import parse_nameserver
 from tests.conftest import challenge_value
 
 # Characters of every kind, lone surrogates included (JSON's \ud800 escapes make them).
