@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="bearer token the API accepts")
     parser.add_argument("--rate-per-minute", type=int, default=250)
     parser.add_argument("--rate-per-hour", type=int, default=5000)
+    parser.add_argument("--propagation-delay", type=float, default=0.0, metavar="SECONDS",
+                        help="serve created, changed and deleted records in DNS only this "
+                             "long after the change, as DigitalOcean's nameservers lag")
     args = parser.parse_args(argv)
     limits = RateLimits(per_minute=args.rate_per_minute, per_hour=args.rate_per_hour)
     try:
@@ -32,12 +35,14 @@ def main(argv: list[str] | None = None) -> int:
             token=args.token,
             zones=args.zone,
             rate_limits=limits,
+            propagation_delay=args.propagation_delay,
         ).start()
-    except StandinError as exc:
+    except (StandinError, ValueError) as exc:
         parser.exit(1, f"error: {exc}\n")
     with standin:
         print(f"DigitalOcean API stand-in: {standin.api_url}/v2  (token {args.token})", flush=True)
-        print(f"DNS server: {standin.dns_hostport} (UDP and TCP)", flush=True)
+        print(f"DNS server: {standin.dns_hostport} (UDP and TCP), changes served after "
+              f"{args.propagation_delay:g} s", flush=True)
         print(f"Control: {standin.api_url}/_standin/  zones: {', '.join(args.zone) or 'none'}")
         try:
             threading.Event().wait()

@@ -370,6 +370,8 @@ class _Control:
             Route("/_standin/faults", self.set_faults, methods=["PUT", "POST"]),
             Route("/_standin/ratelimit", self.get_rate_limits, methods=["GET"]),
             Route("/_standin/ratelimit", self.set_rate_limits, methods=["PUT"]),
+            Route("/_standin/propagation", self.get_propagation, methods=["GET"]),
+            Route("/_standin/propagation", self.set_propagation, methods=["PUT"]),
             Route("/_standin/zones", self.get_zones, methods=["GET"]),
             Route("/_standin/zones", self.add_zone, methods=["POST"]),
             Route("/_standin/records", self.get_records, methods=["GET"]),
@@ -423,6 +425,21 @@ class _Control:
             return _bad(exc)
         self.state.set_rate_limits(limits)
         return JSONResponse(limits.model_dump())
+
+    async def get_propagation(self, request: Request) -> Response:
+        """The DNS server's propagation delay: `{"delay": seconds}`."""
+        return JSONResponse({"delay": self.state.propagation_delay})
+
+    async def set_propagation(self, request: Request) -> Response:
+        """Set the propagation delay: `{"delay": seconds}`."""
+        delay = (await _control_body(request)).get("delay")
+        try:
+            if isinstance(delay, bool) or not isinstance(delay, int | float):
+                raise ValueError("delay must be a number of seconds")
+            self.state.set_propagation_delay(delay)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"delay": self.state.propagation_delay})
 
     async def get_zones(self, request: Request) -> Response:
         """All zones."""

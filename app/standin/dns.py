@@ -128,21 +128,22 @@ class _ZoneView:
 
 
 def _zone_view(state: StandinState, zone: Zone) -> _ZoneView:
+    try:
+        # As propagated: with a propagation delay, recent changes are not served yet.
+        serial, records = state.served(zone.name)
+    except KeyError:
+        serial, records = zone.serial, []  # removed since the query found it
     origin = dns.name.from_text(zone.name)
     soa = dns.rrset.RRset(origin, IN, dns.rdatatype.SOA)
     mname = dns.name.from_text(state.nameservers[0] if state.nameservers else zone.name)
     rname = dns.name.from_text(f"hostmaster.{zone.name}")
     timers = " ".join(str(t) for t in SOA_TIMERS)
     soa.add(
-        dns.rdata.from_text(IN, dns.rdatatype.SOA, f"{mname} {rname} {zone.serial} {timers}"),
+        dns.rdata.from_text(IN, dns.rdatatype.SOA, f"{mname} {rname} {serial} {timers}"),
         zone.ttl,
     )
     view = _ZoneView(origin=origin, soa=soa)
     view.nodes[origin] = {dns.rdatatype.SOA: soa}
-    try:
-        records = state.records(zone.name)
-    except KeyError:
-        records = []  # removed since the query found it
     for record in records:
         if record.type not in SERVED_TYPES:
             continue

@@ -40,6 +40,7 @@ class Standin:
         zones: Iterable[str] = (),
         state: StandinState | None = None,
         rate_limits: RateLimits | None = None,
+        propagation_delay: float | None = None,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             # The control endpoints have no auth: never expose them beyond this machine.
@@ -49,6 +50,9 @@ class Standin:
         self.state = state or StandinState(rate_limits=rate_limits)
         if state is not None and rate_limits is not None:
             self.state.set_rate_limits(rate_limits)
+        if propagation_delay is not None:
+            # Records created or changed reach the DNS server this many seconds later.
+            self.state.set_propagation_delay(propagation_delay)
         for zone in zones:
             if self.state.get_zone(zone) is None:
                 self.state.add_zone(zone)
@@ -184,6 +188,7 @@ def start_standin(
     zones: Iterable[str] = (),
     state: StandinState | None = None,
     rate_limits: RateLimits | None = None,
+    propagation_delay: float | None = None,
 ) -> Standin:
     """Start the stand-in now; close it with `.close()` or use it in a `with` block."""
     return Standin(
@@ -194,4 +199,5 @@ def start_standin(
         zones=zones,
         state=state,
         rate_limits=rate_limits,
+        propagation_delay=propagation_delay,
     ).start()

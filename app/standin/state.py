@@ -165,6 +165,7 @@ class StandinState:
         rate_limits: RateLimits | None = None,
         nameservers: Iterable[str] = DEFAULT_NAMESERVERS,
         clock: Clock | None = None,
+        propagation_delay: float = 0.0,
     ) -> None:
         self._lock = threading.RLock()
         self._clock: Clock = clock or SystemClock()
@@ -176,7 +177,12 @@ class StandinState:
         self._windows: dict[str, deque[float]] = {}
         self._rate_limits = rate_limits or RateLimits()
         self._faults = Faults()
+        # Propagation: per zone, the versions its DNS will serve, oldest first, each
+        # (visible from, serial, records). Empty while the delay is 0.
+        self._propagation_delay = 0.0
+        self._versions: dict[str, deque[tuple[float, int, tuple[Record, ...]]]] = {}
         self._rng = random.Random()  # noqa: S311 - fault dice, not secrets
+        self.set_propagation_delay(propagation_delay)
 
     @property
     def clock(self) -> Clock:
@@ -208,6 +214,7 @@ class StandinState:
         """Delete a zone and its records; False if it did not exist."""
         with self._lock:
             self._records.pop(_zone_name(name), None)
+            self._versions.pop(_zone_name(name), None)
             return self._zones.pop(_zone_name(name), None) is not None
 
     def zones(self) -> list[Zone]:
@@ -269,9 +276,52 @@ class StandinState:
             return record
 
     def _bump_serial(self, zone: str) -> None:
+        # Every change of a zone's records ends here: the place to publish a version.
         old = self._zones[zone]
         serial = max(old.serial + 1, int(self._clock.time()))
         self._zones[zone] = dataclasses.replace(old, serial=serial)
+        if self._propagation_delay > 0:
+            now = self._clock.monotonic()
+            # A zone made since the delay was set was served empty before this change.
+            versions = self._versions.setdefault(zone, deque([(now, old.serial, ())]))
+            versions.append((now + self._propagation_delay, serial,
+                             tuple(self._records[zone].values())))
+            _drop_superseded(versions, now)
+
+    # Propagation delay
+
+    @property
+    def propagation_delay(self) -> float:
+        """Seconds before the DNS server serves a change of the records."""
+        with self._lock:
+            return self._propagation_delay
+
+    def set_propagation_delay(self, seconds: float) -> None:
+        """From now on, created, changed and deleted records reach the DNS server
+        ``seconds`` after the change (as DigitalOcean's nameservers lag its API); until
+        then it serves the zone as it was. 0 serves every change at once, and setting
+        the delay publishes whatever was still waiting."""
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            raise ValueError("the propagation delay is a finite number of seconds >= 0")
+        with self._lock:
+            self._propagation_delay = float(seconds)
+            now = self._clock.monotonic()
+            self._versions = {
+                name: deque([(now, zone.serial, tuple(self._records[name].values()))])
+                for name, zone in self._zones.items()
+            } if seconds > 0 else {}
+
+    def served(self, zone: str) -> tuple[int, list[Record]]:
+        """The serial and records of a zone as its DNS server serves them now: the
+        newest version that has propagated; KeyError if the zone is unknown."""
+        zone = _zone_name(zone)
+        with self._lock:
+            versions = self._versions.get(zone)
+            if not versions:
+                return self._zones[zone].serial, list(self._records[zone].values())
+            _drop_superseded(versions, self._clock.monotonic())
+            _, serial, records = versions[0]
+            return serial, list(records)
 
     def records(self, zone: str) -> list[Record]:
         """Records of one zone in creation order; KeyError if the zone is unknown."""
@@ -442,9 +492,17 @@ class StandinState:
             self._records.clear()
             self._log.clear()
             self._windows.clear()
+            self._versions.clear()
             self.set_faults(Faults())
             for zone in zones:
                 self.add_zone(zone)
+
+
+def _drop_superseded(versions: deque[tuple[float, int, tuple[Record, ...]]],
+                     now: float) -> None:
+    """Keep the newest version already visible and those still to come."""
+    while len(versions) > 1 and versions[1][0] <= now:
+        versions.popleft()
 
 
 def _zone_name(name: str) -> str:
