@@ -3,11 +3,17 @@
 Callers pass only non-secret fields; values are fingerprinted by the caller, keys and
 tokens are never passed at all. Every line carries the request id of the request it
 belongs to, when there is one.
+
+Text lines are read by people and by fail2ban-style tools, and fields carry what clients
+sent (a percent-decoded path, an attempted username): every control character is
+escaped (``\\n``, ``\\x1b``, ``\\u2028``…), so a client cannot end a line or forge
+the next one. JSON lines need no more than JSON's own escaping.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from typing import Any
@@ -15,6 +21,25 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: whatever a
+# terminal or a line-oriented reader could take for the end of a line or a command.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as a visible escape."""
+    return _CONTROL.sub(_escape_char, text)
 
 
 def event(logger: logging.Logger, what: str, level: int = logging.INFO, /, **fields: Any) -> None:
@@ -24,8 +49,8 @@ def event(logger: logging.Logger, what: str, level: int = logging.INFO, /, **fie
     clean = {key: value for key, value in fields.items() if value is not None}
     for key, value in clean.items():
         text = str(value)
-        if not text or any(c.isspace() or c in '"=' for c in text):
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if not text or any(c.isspace() or c in '"=' for c in text) or _CONTROL.search(text):
+            text = '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
         parts.append(f"{key}={text}")
     # Fields go under one key: names such as "name" would clash with LogRecord's own.
     logger.log(level, " ".join(parts), extra={"event": what, "fields": {
@@ -49,6 +74,25 @@ class _EventJson(JsonFormatter):
         return log_data
 
 
+class _SafeText(logging.Formatter):
+    """Text lines where nothing a client sent can start a line of its own: the message is
+    escaped (events already are; uvicorn's and libraries' messages may quote a request),
+    and a traceback's lines are indented under the line they belong to."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return _indent(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indent(super().formatStack(stack_info))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  | " + escape_controls(line) for line in text.splitlines())
+
+
 def configure(level: str, fmt: str) -> None:
     """Root logging for the CLI and the server: one handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -60,10 +104,13 @@ def configure(level: str, fmt: str) -> None:
             timestamp="time",
         ))
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(_SafeText("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("alembic", "httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Database drivers log statements with their parameters and result rows at DEBUG
+    # (challenge values, key hashes): never, at any level. Their warnings still show.
+    for driver in ("sqlalchemy", "aiosqlite", "asyncpg"):
+        logging.getLogger(driver).setLevel(max(logging.WARNING, root.level))

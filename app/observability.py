@@ -27,6 +27,7 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Methods are client-chosen: anything else is "other", so labels cannot grow without end.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+CLIENT_CLOSED = 499  # nginx's "client closed request"
 REPAIR_KINDS = ("expired", "revoked", "retried", "forgotten", "recreated", "ghosts")
 
 
@@ -118,18 +119,32 @@ class Observe:
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        answered = False
+        gone = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered = True
                 message["headers"] = [*message.get("headers", []),
                                       (b"x-request-id", rid.encode())]
             await send(message)
 
+        async def receive_watching() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+            return message
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_watching, send_with_id)
         finally:
+            if not answered and gone:
+                # The client went away before any answer (nginx's 499): not a server
+                # error, so it never feeds a 5xx alert.
+                status = CLIENT_CLOSED
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"] if scope["method"] in _METHODS else "other"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.api.deps import AdminDep, ClientDep, ServicesDep
 from app.core.accounts import MAX_NOTE_LENGTH, MAX_VALUES_LIMIT
@@ -16,6 +16,23 @@ from app.core.models import Account, AccountChanges, AccountFilter, AuditQuery, 
 from app.core.names import normalize_domain, parse_allowfrom
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
+
+# Far beyond any real account count, and far inside the databases' 64-bit OFFSET.
+MAX_OFFSET = 1_000_000_000
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The same instant in UTC, which is how it is stored and compared; an instant that
+    has no UTC spelling in years 1 to 9999 (``0001-01-01T00:00:00+14:00``,
+    ``9999-12-31T23:59:59-12:00``) is refused as bad input."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time lies outside years 1 to 9999 in UTC") from None
+
+
+# An aware datetime that exists in UTC: what every datetime the admin API takes must be.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No or wrong admin token: `{\"error\": \"forbidden\"}`"},
@@ -46,8 +63,8 @@ class CreateAccount(BaseModel):
     allowfrom: list[str] = Field(default_factory=list, max_length=64,
                                  description="CIDRs allowed to use the credential.")
     note: str | None = Field(default=None, max_length=MAX_NOTE_LENGTH)
-    expires_at: AwareDatetime | None = Field(default=None,
-                                             description="When the credential stops working.")
+    expires_at: UtcDatetime | None = Field(default=None,
+                                           description="When the credential stops working.")
     max_values: int | None = Field(default=None, ge=1, le=MAX_VALUES_LIMIT,
                                    description="Values kept live at its name.")
 
@@ -62,7 +79,7 @@ class ChangeAccount(BaseModel):
 
     allowfrom: list[str] | None = Field(default=None, max_length=64)
     note: str | None = Field(default=None, max_length=MAX_NOTE_LENGTH)
-    expires_at: AwareDatetime | None = None
+    expires_at: UtcDatetime | None = None
 
 
 class AccountView(BaseModel):
@@ -143,7 +160,7 @@ async def list_accounts(
     stale_days: Annotated[int | None, Query(ge=0, le=36500,
                                             description="Unused for this many days")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[AccountView]:
     """Accounts, oldest first, filtered; never their keys."""
     stale_before = None
@@ -165,7 +182,8 @@ async def show_account(username: str, services: ServicesDep, client: ClientDep
                        ) -> AccountView:
     """One account; never its key."""
     account = await services.accounts.get(username)
-    await services.accounts.record_read("account", client=client.label, username=username)
+    await services.accounts.record_read("account", client=client.label,
+                                        username=account.username)
     return AccountView.of(account)
 
 
@@ -206,7 +224,8 @@ async def revoke_account(
     """Revoke at once (its records are deleted from DigitalOcean); ``purge`` forgets it."""
     if purge:
         removed = await services.accounts.delete(username, client=client.label)
-        return JSONResponse({"username": username, "deleted": True, "removed_values": removed})
+        return JSONResponse({"username": username.lower(), "deleted": True,
+                             "removed_values": removed})
     account, removed = await services.accounts.revoke(username, client=client.label)
     return JSONResponse({**AccountView.of(account).model_dump(mode="json"),
                          "removed_values": removed})
@@ -216,13 +235,14 @@ async def revoke_account(
 async def audit(
     services: ServicesDep,
     client: ClientDep,
-    since: AwareDatetime | None = None,
+    since: UtcDatetime | None = None,
     account: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F-]{36}$")] = None,
     event: Annotated[str | None, Query(pattern=r"^[a-z][a-z._]{0,63}$")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[AuditView]:
     """The audit trail, newest first. Values appear as fingerprints; keys never."""
     found = await services.accounts.audit_trail(
-        AuditQuery(since=since, username=account, event=event, limit=limit))
+        AuditQuery(since=since, username=account.lower() if account else None, event=event,
+                   limit=limit))
     await services.accounts.record_read("audit", client=client.label)
     return [AuditView(**asdict(e)) for e in found]

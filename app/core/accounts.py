@@ -232,7 +232,10 @@ class AccountService:
             await self._throttle.take(Limit.AUTH_FAILURES, client or "unknown")
 
     async def get(self, username: str) -> Account:
-        account = await self._store.get_account(username) if looks_like_username(username) else None
+        """The account of ``username`` in any letter case: usernames are canonical lower
+        case on every path (authentication, admin lookups, audit filters)."""
+        account = (await self._store.get_account(username.lower())
+                   if looks_like_username(username) else None)
         if account is None:
             raise AccountNotFound()
         return account

@@ -85,7 +85,9 @@ def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: in
                 },
             },
         )
-    engine = create_async_engine(url, **kwargs)
+    # An error's text (and so a logged traceback) never carries the statement's
+    # parameters: challenge values and key hashes among them.
+    engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

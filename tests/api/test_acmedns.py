@@ -397,3 +397,23 @@ async def test_recovery_finds_the_ghost_on_a_later_page(harness: Harness) -> Non
                     if e.method == "GET" and e.path.endswith("/records")]
     assert len(record_lists) == 2  # 231 records at the name: two pages of 200
     assert len(harness.txt_at(account["fulldomain"])) == 231  # nothing of theirs touched
+
+
+async def test_liveness_needs_no_database_and_readiness_does(harness_factory: Any) -> None:
+    """/livez: the process answers (a liveness probe must not restart pods for a database
+    outage); /readyz: the database answers, else a JSON 503 with Retry-After."""
+    async with harness_factory() as h:
+        assert (await h.client.get("/livez")).json() == {"status": "ok"}
+        assert (await h.client.get("/readyz")).json() == {"status": "ok"}
+        from app.db.engine import create_engine
+        from app.db.store import SqlStore
+
+        broken = create_engine("postgresql://nobody@127.0.0.1:1/none")
+        h.services.store = SqlStore(broken)
+        live = await h.client.get("/livez")
+        assert (live.status_code, live.json()) == (200, {"status": "ok"})
+        ready = await h.client.get("/readyz")
+        assert (ready.status_code, ready.json()) == (503, {"error": "database_unavailable"})
+        assert int(ready.headers["retry-after"]) >= 1
+        assert (await h.client.get("/health")).status_code == 503
+        await broken.dispose()

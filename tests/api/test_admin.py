@@ -135,3 +135,91 @@ async def test_admin_api_is_off_without_an_admin_token(harness_factory: Any) -> 
         response = await h.client.get("/admin/accounts", headers=AUTH)
         assert response.status_code == 403
         assert response.json() == {"error": "admin_api_disabled"}
+
+
+# Edges of every input the admin API takes: a 4xx, never a 500 (whose traceback would log
+# SQL, and once logged SQL parameters, key hashes among them).
+
+@pytest.mark.parametrize("query", [
+    "offset=9223372036854775808", "offset=9223372036854775807", "offset=1000000001",
+    "offset=-1", "limit=0", "limit=1001", "limit=99999999999999999999", "stale_days=-1",
+    "stale_days=36501", "stale_days=99999999999999999999", "mode=other",
+    "domain=" + "a" * 301, "domain=bad..name"])
+async def test_account_listing_refuses_out_of_range_input(harness: Harness, query: str) -> None:
+    response = await harness.client.get(f"/admin/accounts?{query}", headers=AUTH)
+    assert 400 <= response.status_code < 500, (query, response.status_code, response.text)
+    assert set(response.json()) == {"error"}
+
+
+async def test_account_listing_takes_the_largest_offset_it_allows(harness: Harness) -> None:
+    from app.api.admin import MAX_OFFSET
+
+    response = await harness.client.get(f"/admin/accounts?offset={MAX_OFFSET}", headers=AUTH)
+    assert response.status_code == 200 and response.json() == []
+
+
+EDGE_TIMES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00",
+              "0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-00:01"]
+
+
+@pytest.mark.parametrize("since", [*EDGE_TIMES, "0001-01-01T00:00:00", "10000-01-01T00:00:00Z",
+                                   "2026-13-01T00:00:00Z", "yesterday"])
+async def test_audit_refuses_times_outside_the_utc_range(harness: Harness, since: str) -> None:
+    response = await harness.client.get("/admin/audit", params={"since": since}, headers=AUTH)
+    assert response.status_code == 400, (since, response.text)
+    assert response.json() == {"error": "bad_request"}
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00-12:00",
+                                   "9999-12-31T23:59:59Z", "9999-12-31T23:59:59+14:00"])
+async def test_audit_takes_times_at_the_edges_of_the_range(harness: Harness, since: str) -> None:
+    response = await harness.client.get("/admin/audit", params={"since": since}, headers=AUTH)
+    assert response.status_code == 200, (since, response.text)
+
+
+@pytest.mark.parametrize("expires_at", EDGE_TIMES)
+async def test_expiry_outside_the_utc_range_is_refused(harness: Harness, expires_at: str
+                                                       ) -> None:
+    created = await harness.client.post("/admin/accounts", headers=AUTH, json={
+        "domain": "edge.example.com", "expires_at": expires_at})
+    assert created.status_code == 400, created.text
+    account = await harness.create_account(domain="www.example.com")
+    changed = await harness.client.patch(f"/admin/accounts/{account['username']}",
+                                         headers=AUTH, json={"expires_at": expires_at})
+    assert changed.status_code == 400, changed.text
+
+
+async def test_expiry_at_the_end_of_the_range_is_taken(harness: Harness) -> None:
+    created = await harness.client.post("/admin/accounts", headers=AUTH, json={
+        "domain": "edge.example.com", "expires_at": "9999-12-31T23:59:59+14:00"})
+    assert created.status_code == 201, created.text
+    assert created.json()["expires_at"].startswith("9999-12-31T09:59:59")
+    shown = await harness.client.get(f"/admin/accounts/{created.json()['username']}",
+                                     headers=AUTH)
+    assert shown.json()["expires_at"].startswith("9999-12-31T09:59:59")
+
+
+async def test_usernames_are_one_account_in_any_letter_case(harness: Harness) -> None:
+    """/update takes an upper-case username; so does every admin look-up and the audit
+    filter, so an operator finds what an attacker did however it was spelt."""
+    account = await harness.create_account(domain="www.example.com")
+    upper = account["username"].upper()
+    shouted = {**account, "username": upper}
+    assert (await harness.update(shouted, V1)).status_code == 200
+    refused = await harness.client.post(
+        "/update", json={"subdomain": account["subdomain"], "txt": V2},
+        headers={"X-Api-User": upper, "X-Api-Key": "k" * 40})
+    assert refused.status_code == 401
+    shown = await harness.client.get(f"/admin/accounts/{upper}", headers=AUTH)
+    assert shown.status_code == 200 and shown.json()["username"] == account["username"]
+    trail = await harness.client.get("/admin/audit", params={"account": upper}, headers=AUTH)
+    events = [(e["event"], e["outcome"]) for e in trail.json()]
+    assert ("update", "ok") in events and ("auth.failed", "forbidden") in events, events
+    assert all(e["username"] == account["username"] for e in trail.json())
+    changed = await harness.client.patch(f"/admin/accounts/{upper}", headers=AUTH,
+                                         json={"note": "found"})
+    assert changed.status_code == 200
+    rotated = await harness.client.post(f"/admin/accounts/{upper}/rotate", headers=AUTH)
+    assert rotated.status_code == 200 and rotated.json()["username"] == account["username"]
+    revoked = await harness.client.delete(f"/admin/accounts/{upper}?purge=true", headers=AUTH)
+    assert revoked.status_code == 200 and revoked.json()["username"] == account["username"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -92,3 +94,37 @@ async def test_normalised_paths_count_under_their_route(harness: Harness) -> Non
     samples = await scrape(harness)
     assert value(samples, "acme_delegate_http_requests_total", route="/update", method="POST",
                  status="401") == 1
+
+
+async def test_a_client_that_goes_away_is_a_499_not_a_500(harness: Harness,
+                                                          caplog: Any) -> None:
+    """A body that never arrives because the client hung up: nobody was answered, so
+    it is nginx's 499 in the metrics and the access log, never a 5xx (which anyone could
+    otherwise fire alerts with)."""
+    app = harness.client._transport.app  # type: ignore[attr-defined]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/register", "raw_path": b"/register",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 40000),
+             "server": ("acme.test", 80),
+             "headers": [(b"host", b"acme.test"), (b"content-length", b"100")]}
+    messages = [{"type": "http.request", "body": b"{", "more_body": True},
+                {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    caplog.set_level(logging.INFO, logger="acme_delegate.http")
+    await app(scope, receive, send)
+    assert not sent  # nobody to answer
+    samples = await scrape(harness)
+    requests = {labels: v for (name, labels), v in samples.items()
+                if name == "acme_delegate_http_requests_total"}
+    assert requests.get((("method", "POST"), ("route", "unmatched"), ("status", "499"))) == 1
+    assert not any(dict(labels)["status"].startswith("5") for labels in requests), requests
+    access = [r for r in caplog.records if getattr(r, "event", None) == "http.request"
+              and r.fields["path"] == "/register"]  # type: ignore[attr-defined]
+    assert [r.fields["status"] for r in access] == [499]  # type: ignore[attr-defined]

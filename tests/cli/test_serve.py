@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.core.keys import hash_key
 from app.standin import Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, challenge_value
 from tests.processes import cli_env, run_cli, serve
@@ -110,7 +111,9 @@ def test_serve_refuses_a_wrong_token(env: dict[str, str]) -> None:
 
 def test_full_run_leaks_no_secret(env: dict[str, str], standin: Standin, tmp_path: Path) -> None:
     """Everything a run does, at DEBUG: the token and keys appear in no log line, and
-    each key only in the one response that issued it."""
+    each key only in the one response that issued it. Neither do challenge values or key
+    hashes (SQL parameters and result rows, which SQLAlchemy logs at DEBUG unless told
+    not to): values appear in logs only as fingerprints."""
     keys: list[str] = []
     bodies: list[tuple[str, str]] = []  # (which response, its text)
     created = run_cli("accounts", "create", "--domain", "www.example.com", env=env)
@@ -166,6 +169,12 @@ def test_full_run_leaks_no_secret(env: dict[str, str], standin: Standin, tmp_pat
         assert secret not in listed.stdout
         for label, text in bodies:
             assert secret not in text, label
+    assert "DEBUG" in log  # the scan below means something only if DEBUG lines were written
+    for n in (0, 1, 2, 5, 9):
+        assert challenge_value(n) not in log, f"challenge value {n} in the log"
+    for key in keys:
+        digest = hash_key(key).partition("$")[2]
+        assert digest not in log, "a key hash in the log"
 
 
 def test_cli_rotate_set_purge_and_audit_filters(env: dict[str, str]) -> None:
