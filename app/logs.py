@@ -50,7 +50,8 @@ def event(logger: logging.Logger, what: str, level: int = logging.INFO, /, **fie
     for key, value in clean.items():
         text = str(value)
         if not text or any(c.isspace() or c in '"=' for c in text) or _CONTROL.search(text):
-            text = '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+            # Control characters are escaped by the text formatter, for every message.
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
         parts.append(f"{key}={text}")
     # Fields go under one key: names such as "name" would clash with LogRecord's own.
     logger.log(level, " ".join(parts), extra={"event": what, "fields": {
