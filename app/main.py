@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from app.api.guards import BodyGuard, InFlightLimit
 from app.config import Settings
 from app.core.reconcile import ReconcileLoop
 from app.observability import Metrics, Observe
-from app.wiring import build_services
+from app.wiring import Services, build_services
 
 _SLASHES = re.compile(r"/{2,}")
 
@@ -92,18 +93,25 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(
-    settings: Settings, *, http: httpx.AsyncClient | None = None, reconcile: bool = True
+    settings: Settings, *, http: httpx.AsyncClient | None = None, reconcile: bool = True,
+    services: Services | None = None, metrics: Metrics | None = None,
 ) -> FastAPI:
     """The ASGI app; its lifespan builds the database engine and the DigitalOcean client,
-    and (unless ``reconcile`` is off, as in unit tests) runs the reconciler."""
+    and (unless ``reconcile`` is off, as in unit tests) runs the reconciler.
 
-    metrics = Metrics()
+    ``serve`` builds the services itself (it checks the provider and may issue the demo
+    credential first) and passes them with the ``metrics`` they report to; it closes them.
+    """
+
+    metrics = metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with build_services(settings, http=http, metrics=metrics) as services:
-            app.state.services = services
-            loop = ReconcileLoop(services.reconciler, settings.reconcile_interval,
+        async with contextlib.AsyncExitStack() as stack:
+            built = (services if services is not None else await stack.enter_async_context(
+                build_services(settings, http=http, metrics=metrics)))
+            app.state.services = built
+            loop = ReconcileLoop(built.reconciler, settings.reconcile_interval,
                                  on_pass=metrics.reconciled)
             if reconcile:
                 loop.start()

@@ -208,3 +208,48 @@ def test_cli_rotate_set_purge_and_audit_filters(env: dict[str, str]) -> None:
     assert events == ["account.create", "account.rotate", "account.change", "account.revoke",
                       "account.delete"]
     assert run_cli("audit", "--since", "yesterday", env=env).returncode != 0
+
+
+def test_serve_migrates_and_builds_the_service_graph_once(
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider check and the app share one service graph; migrations run once."""
+    from contextlib import asynccontextmanager
+    from typing import Any
+
+    from click.testing import CliRunner
+
+    import app.db.migrate
+    import app.wiring
+    from app.cli import main
+    from app.server import Server
+
+    counts = {"upgrade": 0, "build": 0, "app_used_ours": 0}
+    real_upgrade, real_build = app.db.migrate.upgrade, app.wiring.build_services
+    built: list[Any] = []
+
+    def upgrade(url: str) -> None:
+        counts["upgrade"] += 1
+        real_upgrade(url)
+
+    @asynccontextmanager
+    async def build(*args: Any, **kwargs: Any) -> Any:
+        counts["build"] += 1
+        async with real_build(*args, **kwargs) as services:
+            built.append(services)
+            yield services
+
+    async def fake_serve(self: Server, sockets: Any = None) -> None:
+        # Run the app's lifespan as uvicorn would, without listening.
+        application = self.config.app
+        async with application.router.lifespan_context(application):
+            counts["app_used_ours"] += application.state.services is built[0]
+        self.started = True
+
+    monkeypatch.setattr(app.db.migrate, "upgrade", upgrade)
+    monkeypatch.setattr(app.wiring, "build_services", build)
+    monkeypatch.setattr(Server, "serve", fake_serve)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(main, ["serve", "--port", "0"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert counts == {"upgrade": 1, "build": 1, "app_used_ours": 1}
