@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
 from app.config import Settings
+from app.core.access import Gate
 from app.core.accounts import AccountService
 from app.core.challenges import ChallengeService
 from app.core.errors import ProviderUnavailable, ZoneNotFound
@@ -50,6 +51,7 @@ class Services:
     challenges: ChallengeService
     accounts: AccountService
     reconciler: Reconciler
+    gate: Gate
 
 
 @asynccontextmanager
@@ -110,8 +112,9 @@ async def build_services(
         )
         reconciler = Reconciler(store, provider, challenges, lifetime=settings.record_lifetime,
                                 ttl=settings.txt_ttl, clock=accounts.now)
+        gate = Gate(store, accounts.now, throttle=throttle)
         yield Services(settings, engine, store, provider, budget, zones, challenges, accounts,
-                       reconciler)
+                       reconciler, gate)
     finally:
         if own_http:
             await client.aclose()

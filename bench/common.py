@@ -444,20 +444,22 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 class Serve:
-    """``python -m app serve`` on a free loopback port; SIGTERM on exit."""
+    """``python -m app serve`` on a free loopback port; SIGTERM on exit. ``floor=True``
+    serves ``bench._floor`` instead: a bare FastAPI route, served the same way."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, *,
-                 ready_timeout: float = 120.0) -> None:
+                 ready_timeout: float = 120.0, floor: bool = False) -> None:
         self.port = free_port()
         self.host = "127.0.0.1"
         self.url = f"http://{self.host}:{self.port}"
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = ([sys.executable, "-m", "bench._floor", str(self.port)] if floor else
+                [sys.executable, "-m", "app", "serve", "--host", self.host,
+                 "--port", str(self.port)])
         with log_path.open("w") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "app", "serve", "--host", self.host,
-                 "--port", str(self.port)],
-                cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
+                argv, cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
             )
         try:
             self._wait_healthy(ready_timeout)

@@ -47,6 +47,7 @@ from bench.common import (
     Serve,
     StandinProcess,
     Values,
+    clean_env,
     drop_database,
     fresh_database,
     latency_summary,
@@ -130,6 +131,9 @@ async def closed_loop(served: Serve, jobs: Sequence[Job], *, total: int, seconds
     done = sum(statuses.values())
     return {
         "concurrency": len(jobs),
+        "served": len(latencies),
+        "requests_done": done,
+        "server_cpu_s": server_cpu,
         **latency_summary(latencies),
         "throughput_rps": round(len(latencies) / wall, 1) if wall else math.nan,
         "seconds": round(wall, 2),
@@ -139,6 +143,49 @@ async def closed_loop(served: Serve, jobs: Sequence[Job], *, total: int, seconds
         "statuses": dict(statuses),
         "errors": done - statuses.get("200", 0),
     }
+
+
+def merged(rounds: Sequence[dict[str, Any]], samples: Sequence[float]) -> dict[str, Any]:
+    """One level's result from its rounds (``samples``: the 200s' latencies of all)."""
+    wall = sum(r["seconds"] for r in rounds)
+    served = sum(r["served"] for r in rounds)
+    done = sum(r["requests_done"] for r in rounds)
+    cpu = sum(r["server_cpu_s"] for r in rounds)
+    statuses: Counter[str] = Counter()
+    for r in rounds:
+        statuses.update(r["statuses"])
+    return {
+        "concurrency": rounds[0]["concurrency"],
+        **latency_summary(samples),
+        "throughput_rps": round(served / wall, 1) if wall else math.nan,
+        "seconds": round(wall, 2),
+        "rounds": len(rounds),
+        "server_cpu_ms_per_request": round(cpu * 1000 / done, 3) if done else math.nan,
+        "server_cores_busy": round(cpu / wall, 2) if wall else math.nan,
+        "loadgen_cores_busy": round(
+            sum(r["loadgen_cores_busy"] * r["seconds"] for r in rounds) / wall, 2)
+        if wall else math.nan,
+        "statuses": dict(statuses),
+        "errors": done - statuses.get("200", 0),
+    }
+
+
+async def alternating(served: Serve, floor: Serve, jobs: Sequence[Job], *, total: int,
+                      seconds: float, warmup: int, rounds: int) -> tuple[dict[str, Any],
+                                                                          dict[str, Any]]:
+    """The service and the floor at one concurrency, in ``rounds`` alternating rounds
+    (which one goes first swaps each round), so that the machine's other load falls on
+    both alike; returns (service, floor)."""
+    results: dict[str, list[dict[str, Any]]] = {"service": [], "floor": []}
+    samples: dict[str, list[float]] = {"service": [], "floor": []}
+    targets = {"service": served, "floor": floor}
+    for i in range(rounds):
+        for side in (("service", "floor") if i % 2 == 0 else ("floor", "service")):
+            results[side].append(await closed_loop(
+                targets[side], jobs, total=max(1, total // rounds), seconds=seconds / rounds,
+                warmup=warmup if i == 0 else 0, samples=samples[side]))
+    return (merged(results["service"], samples["service"]),
+            merged(results["floor"], samples["floor"]))
 
 
 async def prefill(served: Serve, credentials: Sequence[Credential], values: Values,
@@ -171,6 +218,7 @@ async def paced(served: Serve, standin: StandinProcess, credentials: Sequence[Cr
     statuses: Counter[str] = Counter()
     since = time.monotonic()
     start = time.perf_counter()
+    cpu_before = served.cpu_seconds()
     try:
         for i in range(count):
             await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
@@ -181,10 +229,14 @@ async def paced(served: Serve, standin: StandinProcess, credentials: Sequence[Cr
                 latencies.append(took)
     finally:
         await asyncio.gather(*(c.close() for c in clients))
+    server_cpu = served.cpu_seconds() - cpu_before
     calls = standin.api_calls(since, time.monotonic())
     ok = statuses.get("200", 0)
     return {
         "interval_s": interval,
+        # Includes whatever the idle server does between updates (little: no reconcile
+        # pass falls inside a run), so it is an upper bound.
+        "server_cpu_ms_per_update": round(server_cpu * 1000 / count, 3) if count else math.nan,
         **latency_summary(latencies),
         "statuses": dict(statuses),
         "errors": sum(statuses.values()) - ok,
@@ -206,8 +258,9 @@ async def burst(served: Serve, standin: StandinProcess, credentials: Sequence[Cr
     return result
 
 
-async def measure(served: Serve, standin: StandinProcess, credentials: Sequence[Credential],
-                  *, concurrency: Sequence[int], requests: int, seconds: float, warmup: int,
+async def measure(served: Serve, floor: Serve, standin: StandinProcess,
+                  credentials: Sequence[Credential], *, concurrency: Sequence[int],
+                  requests: int, seconds: float, warmup: int, rounds: int,
                   paced_updates: int, paced_interval: float, burst_updates: int,
                   burst_concurrency: int, progress: Progress) -> dict[str, Any]:
     values = Values()
@@ -233,13 +286,18 @@ async def measure(served: Serve, standin: StandinProcess, credentials: Sequence[
 
     out["prime_errors"] = sum(await asyncio.gather(*(prime(c) for c in repeaters)))
     since = time.monotonic()
-    levels = []
+    levels, floors = [], []
     for level in concurrency:
-        progress.update(note=f"repeat path, concurrency {level}", force=True)
+        progress.update(note=f"repeat path and floor, concurrency {level}", force=True)
         jobs = [same_value(c, primed[c.username]) for c in repeaters[:level]]
-        levels.append(await closed_loop(served, jobs, total=requests, seconds=seconds,
-                                        warmup=warmup))
+        service, bare = await alternating(served, floor, jobs, total=requests,
+                                          seconds=seconds, warmup=warmup, rounds=rounds)
+        service["floor_ratio"] = (round(service["throughput_rps"] / bare["throughput_rps"], 3)
+                                  if bare["throughput_rps"] else math.nan)
+        levels.append(service)
+        floors.append(bare)
     out["repeat"] = levels
+    out["floor"] = floors
     out["repeat_do_calls"] = summarize_calls(standin.api_calls(since, time.monotonic()))
 
     # New values: two live values on every account first, so each update evicts one.
@@ -261,7 +319,7 @@ async def measure(served: Serve, standin: StandinProcess, credentials: Sequence[
 def run(*, databases: Sequence[str] = ("sqlite", "postgres"),
         latencies_ms: Sequence[float] = (0, 100),
         concurrency: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
-        requests: int = 2000, seconds: float = 5.0, warmup: int = 5,
+        requests: int = 2000, seconds: float = 5.0, warmup: int = 5, rounds: int = 4,
         paced_updates: int = 20, paced_interval: float = 0.6,
         burst_updates: int = 50, burst_concurrency: int = 8,
         results_dir: Path | None = None, workdir: Path | None = None,
@@ -293,10 +351,12 @@ def run(*, databases: Sequence[str] = ("sqlite", "postgres"),
                 # One credential per client sends thousands of requests here; the abuse
                 # limit per credential (UPDATES_PER_MINUTE) would answer 429 to most.
                 env = service_env(url, standin, updates_per_minute=UNTHROTTLED)
-                with Serve(env, work / f"serve-{database}-{latency:g}.log") as served:
+                with Serve(env, work / f"serve-{database}-{latency:g}.log") as served, \
+                        Serve(clean_env(), work / f"floor-{database}-{latency:g}.log",
+                              floor=True) as floor:
                     result = asyncio.run(measure(
-                        served, standin, credentials, concurrency=concurrency,
-                        requests=requests, seconds=seconds, warmup=warmup,
+                        served, floor, standin, credentials, concurrency=concurrency,
+                        requests=requests, seconds=seconds, warmup=warmup, rounds=rounds,
                         paced_updates=paced_updates, paced_interval=paced_interval,
                         burst_updates=burst_updates, burst_concurrency=burst_concurrency,
                         progress=progress))
@@ -322,6 +382,7 @@ def run(*, databases: Sequence[str] = ("sqlite", "postgres"),
         "params": {"databases": list(databases), "latencies_ms": list(latencies_ms),
                    "concurrency": list(concurrency), "requests_per_level": requests,
                    "seconds_per_level": seconds, "warmup_per_client": warmup,
+                   "alternating_rounds": rounds,
                    "paced_updates": paced_updates, "paced_interval_s": paced_interval,
                    "burst_updates_max": burst_updates, "burst_concurrency": burst_concurrency,
                    "log_level": "INFO"},
@@ -339,26 +400,33 @@ def report(result: dict[str, Any]) -> str:
     new_rows = []
     for config in result["configs"]:
         where = (config["database"], f"{config['do_latency_ms']:g} ms")
-        for level in config["repeat"]:
+        for level, bare in zip(config["repeat"], config["floor"], strict=True):
             repeat_rows.append([*where, level["concurrency"], level["p50_ms"], level["p99_ms"],
-                                level["throughput_rps"], level["server_cpu_ms_per_request"],
-                                level["errors"]])
+                                level["throughput_rps"], bare["throughput_rps"],
+                                level["floor_ratio"], level["server_cpu_ms_per_request"],
+                                bare["server_cpu_ms_per_request"], level["errors"]])
         for mode in ("new_value_paced", "new_value_burst"):
             row = config.get(mode)
             if not row:
                 continue
             label = (f"paced, 1 per {row['interval_s']:g} s" if mode == "new_value_paced"
                      else f"burst, {row['concurrency']} clients")
+            cpu = row.get("server_cpu_ms_per_update",
+                          row.get("server_cpu_ms_per_request", math.nan))
             new_rows.append([*where, label, row["n"], row["p50_ms"], row["p99_ms"],
-                             row.get("throughput_rps", math.nan), row["do_calls_per_update"],
+                             row.get("throughput_rps", math.nan), cpu,
+                             row["do_calls_per_update"],
                              config["new_value_ceiling_per_minute"], row["errors"]])
-    text = table("Repeat path (value already live: no DigitalOcean call)",
+    text = table("Repeat path (value already live: no DigitalOcean call) beside the floor "
+                 "(a bare FastAPI route parsing the same body), alternating rounds",
                  ["database", "DO latency", "clients", "p50 ms", "p99 ms", "req/s",
-                  "server CPU ms/req", "errors"], repeat_rows)
+                  "floor req/s", "/ floor", "server CPU ms/req", "floor CPU ms/req",
+                  "errors"], repeat_rows)
     text += "\n" + table(
         "New-value path (create + evict: DigitalOcean calls)",
         ["database", "DO latency", "load", "n", "p50 ms", "p99 ms", "req/s",
-         "DO calls/update", "ceiling updates/min", "errors"], new_rows)
+         "server CPU ms/update", "DO calls/update", "ceiling updates/min", "errors"],
+        new_rows)
     do_repeat = [c["repeat_do_calls"]["total"] for c in result["configs"]]
     text += f"\nDigitalOcean calls during the repeat path: {do_repeat}\n"
     for config in result["configs"]:
@@ -381,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,2,4,8,16,32,64")
     parser.add_argument("--requests", type=int, default=2000, help="per concurrency level")
     parser.add_argument("--seconds", type=float, default=5.0, help="cap per level")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="alternating rounds of service and floor per level")
     parser.add_argument("--paced-updates", type=int, default=20)
     parser.add_argument("--paced-interval", type=float, default=0.6)
     parser.add_argument("--burst-updates", type=int, default=50)
@@ -393,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "databases": [d for d in args.databases.split(",") if d],
         "latencies_ms": [float(x) for x in args.latencies.split(",") if x],
         "concurrency": [int(x) for x in args.concurrency.split(",") if x],
-        "requests": args.requests, "seconds": args.seconds,
+        "requests": args.requests, "seconds": args.seconds, "rounds": args.rounds,
         "paced_updates": args.paced_updates, "paced_interval": args.paced_interval,
         "burst_updates": args.burst_updates, "burst_concurrency": args.burst_concurrency,
         "results_dir": args.results_dir,

@@ -8,10 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ClientDep, ServicesDep, admin_token_given
+from app.api.deps import AcmeDnsAccount, ClientDep, JsonBody, ServicesDep, admin_token_given
 from app.api.errors import error_response
 from app.api.request import parse_json_object
-from app.core.errors import Forbidden, MalformedJson
 from app.core.names import parse_allowfrom
 from app.logs import event
 
@@ -61,24 +60,11 @@ async def register(request: Request, services: ServicesDep, client: ClientDep) -
         "requestBody": {"required": True, "content": {"application/json": {"example": {
             "subdomain": "0c8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31",
             "txt": "LHDhK3oGRvkiefQnx7OOczTY5Tic_xZ6HcMOc_gmtoM"}}}}})
-async def update(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
+async def update(who: AcmeDnsAccount, body: JsonBody, services: ServicesDep) -> JSONResponse:
     """Put a challenge value at the caller's name; 200 once DigitalOcean has it."""
-    try:
-        body: dict[str, object] | None = parse_json_object(await request.body())
-    except MalformedJson:
-        body = None  # an undecodable body is an authentication failure, decided below
-    account = await services.accounts.authenticate(
-        request.headers.get("x-api-user"),
-        request.headers.get("x-api-key"),
-        client.address,
-        client=client.label,
-    )
-    if body is None or not services.accounts.owns_label(account, body.get("subdomain")):
-        await services.accounts.refuse(account, client=client.label, reason="wrong_subdomain")
-        raise Forbidden()
-    value = await services.challenges.update(account, body.get("txt"), client=client.label)
-    event(log, "update.ok", account=account.username, client=client.label)
-    return JSONResponse({"txt": value}, status_code=200)
+    assert body is not None  # an unreadable body names no target: refused before this
+    value = await services.challenges.update(who, body.get("txt"))
+    return JSONResponse({"txt": value})
 
 
 @router.get("/health", responses={200: {"content": {"application/json": {"example": {

@@ -1,21 +1,28 @@
-"""Dependencies that make route signatures read like prose."""
+"""Dependencies that make route signatures read like prose.
+
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker
+thread, a hand-off per request for what takes microseconds.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from app.api.errors import ApiError
-from app.api.request import basic_auth, bearer_token, client_address
+from app.api.request import basic_auth, bearer_token, client_address, parse_json_object
+from app.core.access import Authorized, Caller, CertificateDomain, ChallengeName, Label, Target
+from app.core.errors import MalformedJson
 from app.core.names import IPAddress
 from app.wiring import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -29,7 +36,8 @@ class Client:
         return str(self.address) if self.address else None
 
 
-def get_client(request: Request, services: Annotated[Services, Depends(get_services)]) -> Client:
+async def get_client(request: Request,
+                     services: Annotated[Services, Depends(get_services)]) -> Client:
     return Client(client_address(request, services.settings.trusted_proxies))
 
 
@@ -53,7 +61,8 @@ def admin_token_given(request: Request, services: Services) -> bool:
     return given is not None and _same_secret(given, expected.get_secret_value())
 
 
-def require_admin(request: Request, services: Annotated[Services, Depends(get_services)]) -> None:
+async def require_admin(request: Request,
+                        services: Annotated[Services, Depends(get_services)]) -> None:
     if services.settings.admin_token is None:
         raise ApiError(403, "admin_api_disabled")
     if not admin_token_given(request, services):
@@ -63,3 +72,53 @@ def require_admin(request: Request, services: Annotated[Services, Depends(get_se
 ServicesDep = Annotated[Services, Depends(get_services)]
 ClientDep = Annotated[Client, Depends(get_client)]
 AdminDep = Depends(require_admin)
+
+
+async def json_body(request: Request) -> dict[str, Any] | None:
+    """The body as a JSON object (see ``parse_json_object``); None if it is not one.
+    Parsed once per request, however many dependencies ask."""
+    try:
+        return parse_json_object(await request.body())
+    except MalformedJson:
+        return None
+
+
+JsonBody = Annotated[dict[str, Any] | None, Depends(json_body)]
+
+
+async def acmedns_account(services: ServicesDep, client: ClientDep, body: JsonBody,
+                          request: Request) -> AsyncIterator[Authorized]:
+    """acme-dns: X-Api-User and X-Api-Key, and the body's ``subdomain`` as the target
+    (an undecodable body names nothing: refused like a wrong subdomain)."""
+    caller = Caller(request.headers.get("x-api-user"), request.headers.get("x-api-key"),
+                    client.address)
+    target = Label(body.get("subdomain")) if body is not None else None
+    async with services.store.unit() as unit:
+        yield await services.gate.authorize(unit, caller, target)
+
+
+def httpreq_target(body: dict[str, Any]) -> Target:
+    """lego's default mode names the challenge name (``fqdn``), RAW mode the domain."""
+    if "fqdn" in body:
+        return ChallengeName(body["fqdn"])
+    return CertificateDomain(body.get("domain", ""))
+
+
+async def httpreq_account(services: ServicesDep, client: ClientDep, body: JsonBody,
+                          request: Request) -> AsyncIterator[Authorized]:
+    """httpreq: Basic auth, and the body's ``fqdn`` or RAW ``domain`` as the target (an
+    undecodable body from a good credential is a 400)."""
+    credentials = basic_auth(request)
+    caller = Caller(credentials[0] if credentials else None,
+                    credentials[1] if credentials else None, client.address)
+    async with services.store.unit() as unit:
+        if body is None:
+            await services.gate.authenticate(unit, caller)
+            raise MalformedJson()
+        yield await services.gate.authorize(unit, caller, httpreq_target(body))
+
+
+# The unit of work ends (commits) when the route returns, before the answer is sent:
+# a 200 is never sent for work that did not commit.
+AcmeDnsAccount = Annotated[Authorized, Depends(acmedns_account, scope="function")]
+HttpreqAccount = Annotated[Authorized, Depends(httpreq_account, scope="function")]

@@ -8,16 +8,11 @@ import base64
 import hashlib
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.acmedns import error_examples as _error
-from app.api.deps import Client, ClientDep, ServicesDep
-from app.api.request import basic_auth, parse_json_object
-from app.core.errors import Forbidden, InvalidDomain, MalformedJson
-from app.core.models import Account
-from app.core.names import challenge_name, normalize_domain, normalize_fqdn
-from app.wiring import Services
+from app.api.deps import HttpreqAccount, JsonBody, ServicesDep
 
 router = APIRouter(tags=["httpreq"])
 
@@ -35,45 +30,13 @@ def raw_value(key_auth: str) -> str | None:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-async def _authorized(
-    request: Request, services: Services, client: Client
-) -> tuple[Account, object]:
-    """The account, and the value it asks for (validated, and audited, by the service)."""
-    try:
-        body: dict[str, object] | None = parse_json_object(await request.body())
-    except MalformedJson:
-        body = None
-    credentials = basic_auth(request)
-    account = await services.accounts.authenticate(
-        credentials[0] if credentials else None,
-        credentials[1] if credentials else None,
-        client.address,
-        client=client.label,
-    )
-    if body is None:
-        raise MalformedJson()
+def requested_value(body: dict[str, object]) -> object:
+    """The value to put or remove: default mode sends it, RAW mode its key authorization
+    (validated, and audited, by the service)."""
     if "fqdn" in body:
-        try:
-            fqdn = normalize_fqdn(str(body["fqdn"]))
-        except InvalidDomain:
-            fqdn = ""
-        allowed = services.accounts.owns_name(account, fqdn)
-        value = body.get("value")
-    else:
-        try:
-            domain = normalize_domain(str(body.get("domain", "")))
-        except InvalidDomain:
-            domain = ""
-        # RAW mode names the certificate's domain, before any CNAME is followed.
-        allowed = domain != "" and (
-            account.domain == domain or services.accounts.owns_name(account, challenge_name(domain))
-        )
-        key_auth = body.get("keyauth")
-        value = raw_value(key_auth) if isinstance(key_auth, str) and key_auth else None
-    if not allowed:
-        await services.accounts.refuse(account, client=client.label, reason="wrong_name")
-        raise Forbidden()
-    return account, value
+        return body.get("value")
+    key_auth = body.get("keyauth")
+    return raw_value(key_auth) if isinstance(key_auth, str) and key_auth else None
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -87,17 +50,17 @@ _BODY = {"requestBody": {"required": True, "content": {"application/json": {"exa
 
 
 @router.post("/present", responses=_RESPONSES, openapi_extra=_BODY)
-async def present(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
+async def present(who: HttpreqAccount, body: JsonBody, services: ServicesDep) -> JSONResponse:
     """Put a challenge value at the caller's bound name."""
-    account, value = await _authorized(request, services, client)
-    checked = await services.challenges.update(account, value, client=client.label,
-                                               via="present")
-    return JSONResponse({"fqdn": account.name + ".", "value": checked})
+    assert body is not None  # refused as malformed before this
+    checked = await services.challenges.update(who, requested_value(body), via="present")
+    return JSONResponse({"fqdn": who.account.name + ".", "value": checked})
 
 
 @router.post("/cleanup", responses=_RESPONSES, openapi_extra=_BODY)
-async def cleanup(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
+async def cleanup(who: HttpreqAccount, body: JsonBody, services: ServicesDep) -> JSONResponse:
     """Remove exactly that challenge value from the caller's bound name."""
-    account, value = await _authorized(request, services, client)
-    removed = await services.challenges.cleanup(account, value, client=client.label)
-    return JSONResponse({"fqdn": account.name + ".", "value": value, "removed": removed})
+    assert body is not None  # refused as malformed before this
+    value = requested_value(body)
+    removed = await services.challenges.cleanup(who, value)
+    return JSONResponse({"fqdn": who.account.name + ".", "value": value, "removed": removed})

@@ -16,13 +16,12 @@ from app.core.audit import Auditor
 from app.core.challenges import ChallengeService, utcnow
 from app.core.errors import (
     AccountNotFound,
-    Forbidden,
     InvalidInput,
     NotConfigured,
     RegistrationClosed,
     TooManyRequests,
 )
-from app.core.keys import hash_key, needs_rehash, new_key, new_username, verify_key
+from app.core.keys import hash_key, new_key, new_username
 from app.core.models import (
     Account,
     AccountChanges,
@@ -34,12 +33,9 @@ from app.core.models import (
     NewAccount,
 )
 from app.core.names import (
-    IPAddress,
     IPNetwork,
-    address_allowed,
     challenge_name,
     delegated_name,
-    looks_like_key,
     looks_like_username,
     new_delegation_label,
     normalize_domain,
@@ -163,73 +159,6 @@ class AccountService:
         return await self.create(
             domain=None, delegated=True, allowfrom=allowfrom, client=client, via="register"
         )
-
-    async def authenticate(
-        self, username: object, key: object, address: IPAddress | None, *, client: str | None
-    ) -> Account:
-        """The active account for these credentials from this address, or Forbidden.
-
-        An address with too many recent failures is refused before any check, so
-        guessing costs the guesser time and the database nothing."""
-        throttle_key = client or "unknown"
-        if self._throttle is not None:
-            wait = await self._throttle.blocked(Limit.AUTH_FAILURES, throttle_key)
-            if wait is not None:
-                raise TooManyRequests("too many failed attempts", retry_after=wait)
-        try:
-            return await self._authenticate(username, key, address, client=client)
-        except Forbidden:
-            if self._throttle is not None:
-                await self._throttle.take(Limit.AUTH_FAILURES, throttle_key)
-            raise
-
-    async def _authenticate(
-        self, username: object, key: object, address: IPAddress | None, *, client: str | None
-    ) -> Account:
-        account = None
-        if looks_like_username(username):
-            assert isinstance(username, str)
-            account = await self._store.get_account(username.lower())
-        # Always verify, against a dummy hash for unknown users: a miss costs what a hit costs.
-        key_ok = verify_key(
-            key if isinstance(key, str) and looks_like_key(key) else "",
-            account.key_hash if account else None,
-        )
-        if account is None or not key_ok:
-            await self._audit("auth.failed", Forbidden.code, client=client, username=username)
-            raise Forbidden()
-        if not account.usable_at(self._clock()):
-            reason = "revoked" if account.revoked_at else "expired"
-            await self._audit("auth.failed", reason, account=account, client=client)
-            raise Forbidden()
-        if not address_allowed(address, account.allowfrom):
-            await self._audit("auth.failed", "address_not_allowed", account=account, client=client)
-            raise Forbidden()
-        if needs_rehash(account.key_hash):
-            # An imported acme-dns bcrypt hash: swap in the native one now that we saw the key.
-            assert isinstance(key, str)
-            if await self._store.set_key_hash(account.username, hash_key(key),
-                                              expected=account.key_hash):
-                event(log, "account.rehashed", account=account.username)
-        return account
-
-    @staticmethod
-    def owns_label(account: Account, label: object) -> bool:
-        """acme-dns ``subdomain`` must be the account's own label (case-insensitive)."""
-        return isinstance(label, str) and label.lower() == account.label
-
-    @staticmethod
-    def owns_name(account: Account, name: str) -> bool:
-        return name == account.name
-
-    async def refuse(self, account: Account, *, client: str | None, reason: str) -> None:
-        """Audit an authenticated caller reaching for something that is not its own; it
-        counts as a failed attempt of its address."""
-        event(log, "auth.refused", logging.WARNING, account=account.username, reason=reason,
-              client=client)
-        await self._audit("auth.failed", reason, account=account, client=client)
-        if self._throttle is not None:
-            await self._throttle.take(Limit.AUTH_FAILURES, client or "unknown")
 
     async def get(self, username: str) -> Account:
         """The account of ``username`` in any letter case: usernames are canonical lower

@@ -11,7 +11,7 @@ from datetime import datetime
 from app.core.keys import fingerprint
 from app.core.models import Account, AuditEvent
 from app.core.names import looks_like_username
-from app.core.ports import Store
+from app.core.ports import Store, Unit
 
 
 class Auditor:
@@ -29,10 +29,12 @@ class Auditor:
         username: object = None,
         value: str | None = None,
         detail: str | None = None,
+        unit: Unit | None = None,
     ) -> None:
+        """Record one event: in ``unit``, the request's own transaction, when given."""
         if account is not None:
             username = account.username
-        await self._store.audit(
+        await (unit or self._store).audit(
             AuditEvent(
                 at=self._clock(),
                 event=name,

@@ -1,7 +1,8 @@
 """Putting and removing challenge TXT values: the database leads, DigitalOcean follows.
 
 Order of an update, and why:
-1. Under the name's lock, a value already live is only marked newest: no call.
+1. Under the name's lock, a value already live is only marked newest: no call. When
+   nobody else is working on the name, that is done in the request's own unit of work.
 2. The value is written down as PENDING *before* DigitalOcean is asked, so a
    crash between "DigitalOcean created it" and "we recorded the id" leaves a
    row that tells the reconciler what to look for.
@@ -16,12 +17,21 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from app.core.access import Authorized
 from app.core.audit import Auditor
 from app.core.errors import DomainError, ProviderUnavailable, TooManyRequests
 from app.core.keys import fingerprint
 from app.core.models import Account, TxtValue, ValueState
 from app.core.names import check_txt_value
-from app.core.ports import DnsProvider, Limit, ProviderError, ProviderRecord, Store, Throttle
+from app.core.ports import (
+    DnsProvider,
+    Limit,
+    ProviderError,
+    ProviderRecord,
+    Store,
+    Throttle,
+    Unit,
+)
 from app.logs import event
 
 log = logging.getLogger("acme_delegate.challenges")
@@ -50,35 +60,66 @@ class ChallengeService:
         self._clock = clock
         self._audit = Auditor(store, clock)
 
-    async def update(
-        self, account: Account, value: object, *, client: str | None, via: str = "update"
-    ) -> str:
-        """Validate and ``put`` a value, with its audit record, success or failure."""
+    async def update(self, who: Authorized, value: object, *, via: str = "update") -> str:
+        """Validate and ``put`` a value, with its audit record, success or failure.
+
+        A value already live (a repeat) is the whole request in ``who.unit``: the limit
+        counted, the value marked newest, last-used and the audit row, one transaction.
+        A new value ends that unit first: DigitalOcean is never called inside one."""
+        account, client = who.account, who.client
+        unit: Unit | None = who.unit
         checked: str | None = None
         try:
             await self._count(account)
             checked = check_txt_value(value)
+            if await self._repeat(who.unit, account.name, checked):
+                await who.unit.touch_account(account.id, self._clock())
+                await self._audit(via, "ok", account=account, client=client, value=checked,
+                                  unit=who.unit)
+                return checked
+            await who.unit.commit()
+            unit = None
             await self.put(account, checked)
         except DomainError as exc:
-            await self._audit(via, exc.code, account=account, client=client, value=checked)
+            await self._audit(via, exc.code, account=account, client=client, value=checked,
+                              unit=unit)
             raise
-        await self._store.touch_account(account.id, self._clock())
-        await self._audit(via, "ok", account=account, client=client, value=checked)
+        await self._finish(account, via, "ok", client=client, value=checked)
         return checked
 
-    async def cleanup(self, account: Account, value: object, *, client: str | None) -> bool:
+    async def cleanup(self, who: Authorized, value: object) -> bool:
         """Validate and ``remove`` a value, with its audit record."""
+        account, client = who.account, who.client
         try:
             await self._count(account)
             checked = check_txt_value(value)
         except DomainError as exc:
-            await self._audit("cleanup", exc.code, account=account, client=client)
+            await self._audit("cleanup", exc.code, account=account, client=client,
+                              unit=who.unit)
             raise
+        await who.unit.commit()
         removed = await self.remove(account, checked)
-        await self._store.touch_account(account.id, self._clock())
-        await self._audit("cleanup", "ok" if removed else "absent", account=account,
-                          client=client, value=checked)
+        await self._finish(account, "cleanup", "ok" if removed else "absent", client=client,
+                           value=checked)
         return removed
+
+    async def _repeat(self, unit: Unit, name: str, value: str) -> bool:
+        """``value`` is live at ``name``: mark it newest (in ``unit``) and say so. Only when
+        nobody else is working on the name; if someone is, ``put`` waits for its turn."""
+        if not await unit.try_lock_name(name):
+            return False
+        if not await unit.bump_live(name, value, self._clock()):
+            return False
+        event(log, "txt.repeat", name=name, value=fingerprint(value))
+        return True
+
+    async def _finish(self, account: Account, via: str, outcome: str, *, client: str | None,
+                      value: str) -> None:
+        """After DigitalOcean's part: last-used and the audit row, one transaction."""
+        async with self._store.unit() as unit:
+            await unit.touch_account(account.id, self._clock())
+            await self._audit(via, outcome, account=account, client=client, value=value,
+                              unit=unit)
 
     async def _count(self, account: Account) -> None:
         """One more request of this credential; too many a minute is TooManyRequests."""

@@ -8,12 +8,14 @@ import ipaddress
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.errors import NameInUse
+from app.core.errors import DomainError, NameInUse
 from app.core.models import (
     Account,
     AccountChanges,
@@ -25,10 +27,13 @@ from app.core.models import (
     TxtValue,
     ValueState,
 )
+from app.db.durable import WalSync
 from app.db.tables import AccountRow, AuditRow, TxtValueRow
+from app.db.unit import SqlUnit
 
 
-def _account(row: AccountRow) -> Account:
+def _account(row: Any) -> Account:
+    """An ``AccountRow``, or a Core row of the accounts table."""
     return Account(
         id=row.id,
         username=row.username,
@@ -48,7 +53,8 @@ def _account(row: AccountRow) -> Account:
     )
 
 
-def _value(row: TxtValueRow) -> TxtValue:
+def _value(row: Any) -> TxtValue:
+    """A ``TxtValueRow``, or a Core row of the txt_values table."""
     return TxtValue(
         id=row.id,
         name=row.name,
@@ -85,11 +91,27 @@ class _LocalLocks:
             async with lock:
                 yield
         finally:
-            lock, users = self._locks[name]
-            if users == 1:
-                del self._locks[name]
-            else:
-                self._locks[name] = (lock, users - 1)
+            self._leave(name)
+
+    async def try_hold(self, name: str) -> asyncio.Lock | None:
+        """The name's lock if nobody holds or waits for it (taken at once), else None."""
+        if name in self._locks:
+            return None
+        lock = asyncio.Lock()
+        self._locks[name] = (lock, 1)
+        await lock.acquire()  # a new lock: taken without waiting
+        return lock
+
+    def release(self, name: str, lock: asyncio.Lock) -> None:
+        lock.release()
+        self._leave(name)
+
+    def _leave(self, name: str) -> None:
+        lock, users = self._locks[name]
+        if users == 1:
+            del self._locks[name]
+        else:
+            self._locks[name] = (lock, users - 1)
 
 
 class SqlStore:
@@ -106,11 +128,33 @@ class SqlStore:
         self._local = _LocalLocks()
         self._reconciling = asyncio.Lock()
         self._postgres = engine.dialect.name == "postgresql"
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        self._durable = (WalSync(Path(database)) if database and database != ":memory:"
+                         else None)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session, session.begin():
             yield session
+        if self._durable is not None:
+            await self._durable()  # on disk before anyone acts on it
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[SqlUnit]:
+        """One transaction for one request's work (see ``app.core.ports.Unit``)."""
+        unit = SqlUnit(self._engine, local=self._local,
+                       postgres=self._postgres, advisory_key=advisory_key,
+                       to_account=_account, on_audit=self._on_audit,
+                       durable=self._durable)
+        try:
+            yield unit
+        except DomainError:
+            await unit.commit()  # an answer: the refusal's audit row is kept
+            raise
+        except BaseException:
+            await unit.rollback()
+            raise
+        await unit.commit()
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:

@@ -1,0 +1,140 @@
+"""One request's work in one transaction (``app.core.ports.Unit``), in SQLAlchemy Core:
+the ORM's identity map and flush would cost more than they give to these few
+statements, whose shapes are built once here and compiled once per engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.core.models import Account, AuditEvent, ValueState
+from app.db.tables import AccountRow, AuditRow, TxtValueRow
+
+_accounts = cast(Table, AccountRow.__table__)
+_values = cast(Table, TxtValueRow.__table__)
+_audit = cast(Table, AuditRow.__table__)
+
+ACCOUNT_BY_USERNAME = select(_accounts).where(_accounts.c.username == bindparam("username"))
+BUMP_LIVE = (update(_values)
+             .where(_values.c.name == bindparam("target"), _values.c.value == bindparam("txt"),
+                    _values.c.state == ValueState.LIVE.value)
+             .values(updated_at=bindparam("at")))
+TOUCH = (update(_accounts).where(_accounts.c.id == bindparam("account_id"))
+         .values(last_used_at=bindparam("at")))
+REHASH = (update(_accounts)
+          .where(_accounts.c.username == bindparam("who"),
+                 _accounts.c.key_hash == bindparam("expected"))
+          .values(key_hash=bindparam("key_hash")))
+AUDIT = insert(_audit)
+TRY_XACT_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
+
+
+def audit_row(event: AuditEvent) -> dict[str, Any]:
+    return {"at": event.at, "event": event.event, "outcome": event.outcome,
+            "username": event.username, "client": event.client[:64] if event.client else None,
+            "name": event.name, "value_fingerprint": event.value_fingerprint,
+            "detail": event.detail[:200] if event.detail else None}
+
+
+class SqlUnit:
+    """A connection with one transaction; the names it try-locked are released when it
+    ends. On PostgreSQL the lock is a transaction-level advisory lock: the same key as
+    ``SqlStore.name_lock``'s session-level one, so the two exclude each other, and the
+    commit releases it (crash included) with no statement of its own."""
+
+    def __init__(self, engine: AsyncEngine, *, local: Any, postgres: bool,
+                 advisory_key: Callable[[str], int],
+                 to_account: Callable[[Any], Account],
+                 on_audit: Callable[[AuditEvent], None] | None,
+                 durable: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None  # taken at the first statement
+        self._local = local
+        self._postgres = postgres
+        self._key = advisory_key
+        self._to_account = to_account
+        self._on_audit = on_audit
+        self._durable = durable
+        self._held: list[tuple[str, asyncio.Lock]] = []
+        self._audited: list[AuditEvent] = []
+        self._open = True
+
+    async def _execute(self, statement: Any, params: dict[str, Any]) -> Any:
+        if not self._open:
+            raise RuntimeError("this unit of work has ended")
+        if self._conn is None:
+            self._conn = await self._engine.connect()
+        return await self._conn.execute(statement, params)
+
+    async def account(self, username: str) -> Account | None:
+        row = (await self._execute(ACCOUNT_BY_USERNAME, {"username": username})).first()
+        return self._to_account(row) if row is not None else None
+
+    async def try_lock_name(self, name: str) -> bool:
+        lock = await self._local.try_hold(name)
+        if lock is None:
+            return False
+        self._held.append((name, lock))
+        if self._postgres:
+            got = (await self._execute(TRY_XACT_LOCK, {"key": self._key(name)})).scalar()
+            if not got:
+                self._local.release(*self._held.pop())
+                return False
+        return True
+
+    async def bump_live(self, name: str, value: str, at: datetime) -> bool:
+        result = await self._execute(BUMP_LIVE, {"target": name, "txt": value, "at": at})
+        return bool(getattr(result, "rowcount", 0))
+
+    async def touch_account(self, account_id: int, at: datetime) -> None:
+        await self._execute(TOUCH, {"account_id": account_id, "at": at})
+
+    async def set_key_hash(self, username: str, key_hash: str, *, expected: str) -> bool:
+        result = await self._execute(
+            REHASH, {"who": username, "expected": expected, "key_hash": key_hash})
+        return bool(getattr(result, "rowcount", 0))
+
+    async def audit(self, event: AuditEvent) -> None:
+        await self._execute(AUDIT, audit_row(event))
+        self._audited.append(event)
+
+    async def commit(self) -> None:
+        if not self._open:
+            return
+        wrote = self._conn is not None
+        try:
+            if self._conn is not None:
+                await self._conn.commit()
+        except BaseException:
+            await self._end()
+            raise
+        await self._end()
+        if wrote and self._durable is not None:
+            await self._durable()  # on disk before the answer
+        if self._on_audit is not None:
+            for event in self._audited:
+                self._on_audit(event)
+
+    async def rollback(self) -> None:
+        if not self._open:
+            return
+        try:
+            if self._conn is not None:
+                await self._conn.rollback()
+        finally:
+            await self._end()
+
+    async def _end(self) -> None:
+        """Give the connection back and the names free (the locks after the transaction)."""
+        self._open = False
+        try:
+            if self._conn is not None:
+                await self._conn.close()
+        finally:
+            while self._held:
+                self._local.release(*self._held.pop())
