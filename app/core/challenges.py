@@ -110,7 +110,7 @@ class ChallengeService:
             return False
         if not await unit.bump_live(name, value, self._clock()):
             return False
-        event(log, "txt.repeat", name=name, value=fingerprint(value))
+        event(log, "txt.repeat", logging.DEBUG, name=name, value=fingerprint(value))
         return True
 
     async def _finish(self, account: Account, via: str, outcome: str, *, client: str | None,

@@ -75,7 +75,11 @@ def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: in
                 # busy handler, which sleeps in growing steps (the p99 of 0.2-2 s seen
                 # from 4 concurrent writers up) and rolls a read-then-write back.
                 kwargs.update(pool_size=1, max_overflow=0,
-                              pool_timeout=statement_timeout_ms / 1000)
+                              pool_timeout=statement_timeout_ms / 1000,
+                              # Every user of a connection ends its transaction (SQLAlchemy's
+                              # Connection.close rolls back an open one): the pool's own
+                              # rollback on return would be one more thread hand-off each.
+                              pool_reset_on_return=None)
         kwargs["connect_args"] = {"timeout": statement_timeout_ms / 1000}
     else:
         if pool:
