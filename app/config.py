@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # Abuse limits; counters in memory per process unless LIMITS_STORAGE names Redis.
     auth_failures_per_minute: int = Field(default=20, ge=1)
     updates_per_minute: int = Field(default=60, ge=1)
+    # Values that cost a DigitalOcean write, per credential an hour: a renewal needs one or
+    # two (apex + wildcard), a few certificates on one name with retries stay far below;
+    # a loop does not.
+    new_values_per_hour: int = Field(default=30, ge=1)
     registrations_per_hour: int = Field(default=20, ge=1)
     registration_max_accounts: int = Field(default=10_000, ge=1)
     limits_storage: str = "memory://"

@@ -28,7 +28,8 @@ _GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Methods are client-chosen: anything else is "other", so labels cannot grow without end.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CLIENT_CLOSED = 499  # nginx's "client closed request"
-REPAIR_KINDS = ("expired", "revoked", "retried", "forgotten", "recreated", "ghosts")
+REPAIR_KINDS = ("expired", "revoked", "retried", "retired", "trimmed", "forgotten", "adopted",
+                "recreated", "ghosts")
 
 
 class Metrics:
@@ -56,6 +57,12 @@ class Metrics:
         self.budget_free = Gauge("acme_delegate_digitalocean_budget_free",
                                  "Request slots free in the current minute (this process's view)",
                                  registry=r)
+        self.rotation_in_place = Gauge(
+            "acme_delegate_digitalocean_rotation_in_place",
+            "1 while new values overwrite records in place; 0 once DigitalOcean refused an "
+            "update (403: the token lacks domain:update) and new values cost a create and a "
+            "delete", registry=r)
+        self.rotation_in_place.set(1)
         self.live_values = Gauge("acme_delegate_txt_values", "TXT values by state",
                                  ["state"], registry=r)
         self.reconcile_runs = Counter("acme_delegate_reconcile_runs", "Reconcile passes",
@@ -78,6 +85,9 @@ class Metrics:
             self.do_seconds.labels(operation).observe(seconds)
         if remaining is not None and remaining.isdigit():
             self.do_remaining.set(int(remaining))
+
+    def update_forbidden(self) -> None:
+        self.rotation_in_place.set(0)
 
     def audited(self, item: AuditEvent) -> None:
         self.outcomes.labels(item.event, item.outcome).inc()

@@ -96,10 +96,12 @@ async def build_services(
             auth_failures_per_minute=settings.auth_failures_per_minute,
             updates_per_minute=settings.updates_per_minute,
             registrations_per_hour=settings.registrations_per_hour,
+            new_values_per_hour=settings.new_values_per_hour,
         )
         challenges = ChallengeService(
             store, provider, ttl=settings.txt_ttl, max_values=settings.max_values_per_name,
             throttle=throttle,
+            on_update_forbidden=metrics.update_forbidden if metrics else None,
         )
         accounts = AccountService(
             store,

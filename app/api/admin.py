@@ -221,14 +221,19 @@ async def revoke_account(
     username: str, services: ServicesDep, client: ClientDep,
     purge: Annotated[bool, Query(description="Also delete the account itself")] = False,
 ) -> JSONResponse:
-    """Revoke at once (its records are deleted from DigitalOcean); ``purge`` forgets it."""
+    """Revoke at once (its records are deleted from DigitalOcean); ``purge`` forgets it.
+
+    ``removed_values`` are gone from DigitalOcean; ``pending_removal`` failed there and
+    are retried by the reconciler (the credential is revoked either way)."""
     if purge:
         removed = await services.accounts.delete(username, client=client.label)
         return JSONResponse({"username": username.lower(), "deleted": True,
-                             "removed_values": removed})
+                             "removed_values": removed.removed,
+                             "pending_removal": removed.pending})
     account, removed = await services.accounts.revoke(username, client=client.label)
     return JSONResponse({**AccountView.of(account).model_dump(mode="json"),
-                         "removed_values": removed})
+                         "removed_values": removed.removed,
+                         "pending_removal": removed.pending})
 
 
 @router.get("/audit", responses=ERRORS)

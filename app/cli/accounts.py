@@ -178,7 +178,9 @@ def revoke(username: str, purge: bool) -> None:
     """Revoke an account at once and delete its TXT records."""
     if purge:
         removed = run(settings(), lambda s: s.accounts.delete(username, client="cli"))
-        click.echo(f"deleted {username}; {removed} value(s) removed")
+        click.echo(f"deleted {username}; {removed.removed} value(s) removed, "
+                   f"{removed.pending} pending removal")
         return
     account, removed = run(settings(), lambda s: s.accounts.revoke(username, client="cli"))
-    click.echo(f"revoked {account.username} ({account.name}); {removed} value(s) removed")
+    click.echo(f"revoked {account.username} ({account.name}); {removed.removed} value(s) "
+               f"removed, {removed.pending} pending removal")

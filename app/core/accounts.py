@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from app.core.audit import Auditor
-from app.core.challenges import ChallengeService, utcnow
+from app.core.challenges import ChallengeService, Removal, utcnow
 from app.core.errors import (
     AccountNotFound,
     InvalidInput,
@@ -198,7 +198,7 @@ class AccountService:
         await self._audit("account.change", "ok", account=updated, client=client)
         return updated
 
-    async def delete(self, username: str, *, client: str | None = None) -> int:
+    async def delete(self, username: str, *, client: str | None = None) -> Removal:
         """Revoke (removing its values), then forget the account; the audit trail stays."""
         account, removed = await self.revoke(username, client=client)
         await self._store.delete_account(account.username)
@@ -224,14 +224,17 @@ class AccountService:
         if expires_at <= self._clock():
             raise InvalidInput("expires_at is in the past")
 
-    async def revoke(self, username: str, *, client: str | None = None) -> tuple[Account, int]:
-        """Revoke at once, then remove its values; returns the account and values removed."""
+    async def revoke(self, username: str, *, client: str | None = None
+                     ) -> tuple[Account, Removal]:
+        """Revoke at once, then remove its values; returns the account and what the removal
+        did: values gone, and values still pending removal (DigitalOcean failed; the
+        reconciler retries them)."""
         account = await self.get(username)
         revoked = account
         if account.active:
             revoked = await self._store.set_revoked(account.username, self._clock()) or account
         removed = await self._challenges.remove_all(account)
         event(log, "account.revoked", account=account.username, name=account.name,
-              removed=removed)
+              removed=removed.removed, pending=removed.pending)
         await self._audit("account.revoke", "ok", account=account, client=client)
         return revoked, removed

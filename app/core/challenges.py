@@ -1,20 +1,33 @@
 """Putting and removing challenge TXT values: the database leads, DigitalOcean follows.
 
-Order of an update, and why:
-1. Under the name's lock, a value already live is only marked newest: no call. When
+A name holds at most its window (``MAX_VALUES_PER_NAME``) of records. Order of an update,
+and why:
+1. Under the name's lock, a value already there is only marked newest: no call. When
    nobody else is working on the name, that is done in the request's own unit of work.
-2. The value is written down as PENDING *before* DigitalOcean is asked, so a
-   crash between "DigitalOcean created it" and "we recorded the id" leaves a
-   row that tells the reconciler what to look for.
-3. DigitalOcean creates the record; the row becomes LIVE with its id.
-4. Only then are the oldest values beyond the window evicted: the newest value
-   is never lost, and an eviction that fails leaves a DELETING row to retry.
+2. A new value costs the credential one of its hourly new values (429 past the quota,
+   before any budget is spent).
+3. The value is written down as PENDING *before* DigitalOcean is asked, so a crash
+   between the call and "we recorded it" leaves a row that tells the reconciler what to
+   look for.
+4. When the name's records fill its window, the oldest (a retired one first) is
+   overwritten in place: one call per new value, the physical minimum. The PENDING row
+   names the record it overwrites; a lost answer is resolved by reading that record by
+   id, never by sending again. A record deleted behind our back (404) is created afresh;
+   a token without ``domain:update`` (403) falls back to create + delete for good.
+5. Otherwise DigitalOcean creates the record; the row becomes LIVE with its id, and only
+   then is anything beyond the window evicted: the newest value is never lost, and an
+   eviction that fails leaves a DELETING row to retry.
+
+Removals that can wait do wait: a cleaned-up value is RETIRED (its record stays until
+the next value overwrites it, or housekeeping deletes it from spare budget). Revocations
+delete at once, in the most urgent lane.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.core.access import Authorized
@@ -26,19 +39,35 @@ from app.core.names import check_txt_value
 from app.core.ports import (
     DnsProvider,
     Limit,
+    NotPermitted,
     ProviderError,
     ProviderRecord,
+    RecordMissing,
     Store,
     Throttle,
     Unit,
 )
 from app.logs import event
+from app.pacing.terms import Lane, spending
 
 log = logging.getLogger("acme_delegate.challenges")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class _FallBack(Exception):
+    """DigitalOcean refused an update for want of scope: create + delete instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What a removal did: ``removed`` are gone from DigitalOcean and the database;
+    ``pending`` failed and stay DELETING until the reconciler finishes them."""
+
+    removed: int = 0
+    pending: int = 0
 
 
 class ChallengeService:
@@ -51,8 +80,13 @@ class ChallengeService:
         max_values: int,
         throttle: Throttle | None = None,
         clock: Callable[[], datetime] = utcnow,
+        rotate_in_place: bool = True,
+        on_update_forbidden: Callable[[], None] | None = None,
     ) -> None:
         self._throttle = throttle
+        # False once DigitalOcean refused an update (403): the token lacks domain:update.
+        self.rotate_in_place = rotate_in_place
+        self._on_update_forbidden = on_update_forbidden or (lambda: None)
         self._store = store
         self._provider = provider
         self._ttl = ttl
@@ -129,46 +163,145 @@ class ChallengeService:
                 raise TooManyRequests("too many requests for this credential",
                                       retry_after=wait)
 
+    def window(self, account: Account | None) -> int:
+        """How many records the account's name may hold at once."""
+        return (account.max_values if account is not None and account.max_values
+                else self._max_values)
+
     async def put(self, account: Account, value: str) -> None:
         """Make ``value`` live at the account's name; returns once DigitalOcean has it."""
         name = account.name
         async with self._store.name_lock(name):
             current = await self._store.values_at(name)
             existing = next(
-                (v for v in current if v.value == value and v.state is ValueState.LIVE), None
+                (v for v in current if v.value == value and v.record_id is not None
+                 and v.state in (ValueState.LIVE, ValueState.RETIRED)), None
             )
             if existing is not None:
                 # A repeat: no DigitalOcean call, but it counts as the newest value again.
                 await self._store.bump_value(existing.id, self._clock())
                 event(log, "txt.repeat", name=name, value=fingerprint(value))
                 return
-            pending = await self._store.add_value(
-                name=name, zone=account.zone, value=value, account_id=account.id, at=self._clock()
-            )
-            record = await self._create(pending)
-            await self._store.mark_live(pending.id, record.id, self._clock())
-            event(log, "txt.created", name=name, value=fingerprint(value), record=record.id)
-            live = [v for v in current if v.state is ValueState.LIVE and v.value != value]
-            # ``current`` is ordered oldest first; keep room for the new value.
-            excess = len(live) + 1 - (account.max_values or self._max_values)
-            if excess > 0:
-                await self.remove_values(live[:excess], reason="evicted")
+            await self._take_quota(account)
+            # Records in place, oldest first, unwanted ones (being deleted, retired) before
+            # live ones: what a new value may overwrite or must evict.
+            occupants = ([v for v in current if v.record_id is not None
+                          and v.state in (ValueState.DELETING, ValueState.RETIRED)]
+                         + [v for v in current if v.state is ValueState.LIVE])
+            window = self.window(account)
+            with spending(Lane.CLIENT, account.username):
+                if self.rotate_in_place and len(occupants) >= window:
+                    target = occupants[0]
+                    try:
+                        if await self._overwrite(account, target, value):
+                            await self._evict(occupants[1:], window - 1)
+                            return
+                        occupants = occupants[1:]  # gone behind our back (404): removed
+                    except _FallBack:
+                        pass  # no domain:update: create, then evict, as before
+                pending = await self._store.add_value(
+                    name=name, zone=account.zone, value=value, account_id=account.id,
+                    at=self._clock())
+                record = await self._create(pending)
+                await self._store.mark_live(pending.id, record.id, self._clock())
+                event(log, "txt.created", name=name, value=fingerprint(value), record=record.id)
+                await self._evict(occupants, window - 1)
+
+    async def _take_quota(self, account: Account) -> None:
+        if self._throttle is not None:
+            wait = await self._throttle.take(Limit.NEW_VALUES, account.username)
+            if wait is not None:
+                raise TooManyRequests("too many new values for this credential this hour",
+                                      retry_after=wait)
+
+    async def _evict(self, occupants: Sequence[TxtValue], keep: int) -> None:
+        """Remove the oldest ``occupants`` beyond ``keep`` (a client's write: its lane)."""
+        excess = len(occupants) - keep
+        if excess > 0:
+            await self.remove_values(occupants[:excess], reason="evicted")
+
+    async def _overwrite(self, account: Account, target: TxtValue, value: str) -> bool:
+        """Put ``value`` into ``target``'s record in place. True when it is live; False when
+        the record was gone (its row is removed, the caller creates instead); raises
+        ProviderUnavailable when DigitalOcean did not (or may not have) take it."""
+        assert target.record_id is not None
+        name, zone, record_id = account.name, account.zone, target.record_id
+        fields = {"name": name, "value": fingerprint(value), "record": record_id}
+        pending = await self._store.add_value(
+            name=name, zone=zone, value=value, account_id=account.id, at=self._clock(),
+            record_id=record_id)
+        try:
+            record: ProviderRecord | None = await self._provider.update_txt(
+                zone, name, record_id, value)
+        except RecordMissing:
+            record = None
+        except NotPermitted as exc:
+            await self._store.delete_values([pending.id])
+            self._update_forbidden()
+            raise _FallBack from exc
+        except ProviderError as exc:
+            if not exc.ambiguous:
+                await self._store.delete_values([pending.id])
+                event(log, "txt.update_failed", logging.WARNING, **fields, error=str(exc))
+                raise ProviderUnavailable("DigitalOcean did not update the record",
+                                          retry_after=exc.retry_after) from exc
+            # The answer was lost: read the record to learn what happened.
+            try:
+                record = await self._provider.get_record(zone, record_id)
+            except ProviderError as lookup_exc:
+                # Unknown: the PENDING row stays; the reconciler compares it with the listing.
+                event(log, "txt.update_unknown", logging.WARNING, **fields,
+                      error=str(lookup_exc))
+                raise ProviderUnavailable("DigitalOcean's answer was lost",
+                                          retry_after=exc.retry_after) from exc
+            if record is not None and record.data != value:
+                await self._store.delete_values([pending.id])
+                event(log, "txt.update_failed", logging.WARNING, **fields, error=str(exc))
+                raise ProviderUnavailable("DigitalOcean did not update the record",
+                                          retry_after=exc.retry_after) from exc
+            if record is not None:
+                event(log, "txt.update_confirmed", logging.WARNING, **fields)
+        if record is None:
+            # Deleted behind our back: neither row has a record any more.
+            await self._store.delete_values([pending.id, target.id])
+            event(log, "txt.update_missing", logging.WARNING, **fields)
+            return False
+        await self._store.replace_value(target.id, pending.id, record_id, self._clock())
+        event(log, "txt.rotated", **fields)
+        return True
+
+    def _update_forbidden(self) -> None:
+        if self.rotate_in_place:
+            self.rotate_in_place = False
+            event(log, "txt.update_forbidden", logging.WARNING,
+                  detail="the DigitalOcean token lacks domain:update: new values now cost a "
+                         "create and a delete; add the scope and restart")
+            self._on_update_forbidden()
 
     async def remove(self, account: Account, value: str) -> bool:
-        """Remove one value from the account's name (httpreq cleanup); False if absent."""
+        """Retire one value at the account's name (httpreq cleanup); False if absent.
+
+        Nothing is deleted now: the record waits for the next value to overwrite it, or
+        for housekeeping to delete it from spare budget (a value nobody wants any more is
+        harmless for the minutes it stays; deleting it at once would cost a call now and a
+        create at the next renewal)."""
         async with self._store.name_lock(account.name):
             targets = [v for v in await self._store.values_at(account.name) if v.value == value]
             if not targets:
                 return False
-            await self.remove_values(targets, reason="cleanup")
+            await self._store.set_state([v.id for v in targets if v.state is ValueState.LIVE],
+                                        ValueState.RETIRED)
+            event(log, "txt.retired", name=account.name, value=fingerprint(value),
+                  reason="cleanup")
             return True
 
-    async def remove_all(self, account: Account) -> int:
-        """Remove every value the account has (revocation); returns how many were removed."""
+    async def remove_all(self, account: Account) -> Removal:
+        """Remove every value the account has (revocation: urgent)."""
         async with self._store.name_lock(account.name):
             targets = await self._store.values_of_account(account.id)
-            await self.remove_values(targets, reason="revoked")
-            return len(targets)
+            with spending(Lane.REVOCATION, account.username):
+                removed = await self.remove_values(targets, reason="revoked")
+            return Removal(removed=removed, pending=len(targets) - removed)
 
     async def _create(self, pending: TxtValue) -> ProviderRecord:
         try:

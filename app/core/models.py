@@ -18,6 +18,10 @@ class ValueState(enum.StrEnum):
     PENDING = "pending"  # written down before DigitalOcean is asked: a crash leaves a trace
     LIVE = "live"  # DigitalOcean confirmed it, record_id known
     DELETING = "deleting"  # to be removed; the reconciler finishes what failed
+    # No longer wanted (cleaned up or past RECORD_LIFETIME), its record still in place: the
+    # next new value at the name overwrites it (one call), else housekeeping deletes it
+    # from spare budget.
+    RETIRED = "retired"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ implements ``DnsProvider``. Tests may swap in failing implementations.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -22,12 +21,9 @@ from app.core.models import (
     TxtValue,
     ValueState,
 )
+from app.pacing.terms import Limit
 
-
-class Limit(enum.StrEnum):
-    AUTH_FAILURES = "auth_failures"  # per client address
-    UPDATES = "updates"  # per credential: update, present, cleanup
-    REGISTRATIONS = "registrations"  # per client address
+__all__ = ["Limit"]  # re-exported: the core's callers name limits through the ports
 
 
 class Throttle(Protocol):
@@ -51,6 +47,14 @@ class ProviderError(Exception):
         self.retry_after = retry_after
 
 
+class RecordMissing(ProviderError):
+    """The record id is not there (deleted behind the service's back)."""
+
+
+class NotPermitted(ProviderError):
+    """The token may not do this (a missing scope, e.g. ``domain:update``)."""
+
+
 class ProviderRecord(Protocol):
     @property
     def id(self) -> int: ...
@@ -65,6 +69,9 @@ class DnsProvider(Protocol):
     async def list_txt(self, zone: str) -> Sequence[ProviderRecord]: ...
     async def find_txt(self, zone: str, name: str) -> Sequence[ProviderRecord]: ...
     async def create_txt(self, zone: str, name: str, value: str, ttl: int) -> ProviderRecord: ...
+    async def update_txt(self, zone: str, name: str, record_id: int, value: str
+                         ) -> ProviderRecord: ...
+    async def get_record(self, zone: str, record_id: int) -> ProviderRecord | None: ...
     async def delete_record(self, zone: str, record_id: int) -> None: ...
 
 
@@ -112,8 +119,11 @@ class Store(Protocol):
     async def values_at(self, name: str) -> list[TxtValue]: ...
     async def values_of_account(self, account_id: int) -> list[TxtValue]: ...
     async def add_value(
-        self, *, name: str, zone: str, value: str, account_id: int, at: datetime
+        self, *, name: str, zone: str, value: str, account_id: int, at: datetime,
+        record_id: int | None = None,
     ) -> TxtValue: ...
+    async def replace_value(self, old_id: int, new_id: int, record_id: int, at: datetime
+                            ) -> None: ...
     async def mark_live(self, value_id: int, record_id: int, at: datetime) -> None: ...
     async def bump_value(self, value_id: int, at: datetime) -> None: ...
     async def set_state(self, value_ids: Sequence[int], state: ValueState) -> None: ...

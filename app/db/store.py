@@ -363,12 +363,15 @@ class SqlStore:
             return [_value(row) for row in await session.scalars(query)]
 
     async def add_value(
-        self, *, name: str, zone: str, value: str, account_id: int, at: datetime
+        self, *, name: str, zone: str, value: str, account_id: int, at: datetime,
+        record_id: int | None = None,
     ) -> TxtValue:
+        """A PENDING value; ``record_id`` names the record it is about to overwrite."""
         row = TxtValueRow(
             name=name,
             zone=zone,
             value=value,
+            record_id=record_id,
             state=ValueState.PENDING.value,
             account_id=account_id,
             created_at=at,
@@ -395,10 +398,23 @@ class SqlStore:
                 .values(state=ValueState.LIVE.value, record_id=record_id, updated_at=at)
             )
 
+    async def replace_value(self, old_id: int, new_id: int, record_id: int, at: datetime
+                            ) -> None:
+        """An in-place rotation landed: the new value is LIVE at the record, the old row
+        goes, in one transaction."""
+        async with self._tx() as session:
+            await session.execute(delete(TxtValueRow).where(TxtValueRow.id == old_id))
+            await session.execute(
+                update(TxtValueRow)
+                .where(TxtValueRow.id == new_id)
+                .values(state=ValueState.LIVE.value, record_id=record_id, updated_at=at)
+            )
+
     async def bump_value(self, value_id: int, at: datetime) -> None:
         async with self._tx() as session:
             await session.execute(
-                update(TxtValueRow).where(TxtValueRow.id == value_id).values(updated_at=at)
+                update(TxtValueRow).where(TxtValueRow.id == value_id)
+                .values(updated_at=at, state=ValueState.LIVE.value)
             )
 
     async def set_state(self, value_ids: Sequence[int], state: ValueState) -> None:

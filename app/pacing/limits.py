@@ -1,5 +1,5 @@
-"""Abuse limits (failed authentications per address, updates per credential,
-registrations per address) over the ``limits`` library's moving windows.
+"""Abuse limits (failed authentications per address, updates per credential, new values
+per credential an hour, registrations per address) over the ``limits`` library's moving windows.
 
 Counters live in this process by default (``memory://``): each replica counts alone,
 which still bounds abuse per replica. ``LIMITS_STORAGE=async+redis://host:6379`` shares
@@ -20,7 +20,7 @@ from limits import (
 from limits.aio import strategies as aio_strategies
 from limits.storage import MemoryStorage, storage_from_string
 
-from app.core.ports import Limit
+from app.pacing.terms import Limit
 
 
 class _InProcess:
@@ -46,7 +46,7 @@ class _InProcess:
 
 class Throttle:
     def __init__(self, *, storage: str, auth_failures_per_minute: int, updates_per_minute: int,
-                 registrations_per_hour: int) -> None:
+                 registrations_per_hour: int, new_values_per_hour: int = 30) -> None:
         self._limiter: _InProcess | aio_strategies.MovingWindowRateLimiter
         if storage.removeprefix("async+").startswith("memory://"):
             self._limiter = _InProcess()
@@ -58,6 +58,7 @@ class Throttle:
             Limit.AUTH_FAILURES: RateLimitItemPerMinute(auth_failures_per_minute),
             Limit.UPDATES: RateLimitItemPerMinute(updates_per_minute),
             Limit.REGISTRATIONS: RateLimitItemPerHour(registrations_per_hour),
+            Limit.NEW_VALUES: RateLimitItemPerHour(new_values_per_hour),
         }
 
     async def blocked(self, limit: Limit, key: str) -> float | None:

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from app.core.names import is_within, relative_name
-from app.core.ports import ProviderError
+from app.core.ports import NotPermitted, ProviderError, RecordMissing
 from app.logs import event
 from app.pacing.budget import BudgetExhausted, RateBudget
 
@@ -168,6 +168,46 @@ class DigitalOceanClient:
         if record.data != value or record.type != "TXT":
             raise DigitalOceanUnavailable("create answered a different record", ambiguous=True)
         return record
+
+    async def update_txt(self, zone: str, name: str, record_id: int, value: str) -> Record:
+        """Overwrite a TXT record's data in place (scope ``domain:update``): one call instead
+        of a create and a delete. Not repeated when the answer is lost: the caller reads the
+        record by id to learn what happened. ``RecordMissing`` on 404, ``NotPermitted``
+        on 403."""
+        self._check_name(zone, name)
+        if not self._may_write(name):
+            raise DigitalOceanRejected("refusing to write at a name no account can be bound to")
+        try:
+            response = await self._request(
+                "PUT", f"/v2/domains/{zone}/records/{int(record_id)}", json={"data": value},
+                idempotent=False, operation="update_record")
+        except DigitalOceanRejected as exc:
+            if exc.status == 404:
+                raise RecordMissing("the record is gone") from exc
+            if exc.status == 403:
+                raise NotPermitted("the token may not update records (domain:update)") from exc
+            raise
+        if response.status_code != 200:
+            raise DigitalOceanUnavailable(
+                f"update answered {response.status_code}, expected 200",
+                status=response.status_code, ambiguous=True,
+            )
+        record = _record(self._json(response).get("domain_record"))
+        if record.data != value or record.type != "TXT" or record.id != record_id:
+            raise DigitalOceanUnavailable("update answered a different record", ambiguous=True)
+        return record
+
+    async def get_record(self, zone: str, record_id: int) -> Record | None:
+        """One record by id; None if it is not there."""
+        try:
+            response = await self._request(
+                "GET", f"/v2/domains/{zone}/records/{int(record_id)}", idempotent=True,
+                operation="get_record")
+        except DigitalOceanRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _record(self._json(response).get("domain_record"))
 
     async def delete_record(self, zone: str, record_id: int) -> None:
         """Delete by id; a record already gone counts as deleted."""

@@ -85,6 +85,8 @@ def create_standin_app(state: StandinState, *, token: str) -> Starlette:
         Route("/v2/domains/{zone}/records", api.guard(api.list_records), methods=["GET"]),
         Route("/v2/domains/{zone}/records", api.guard(api.create_record), methods=["POST"]),
         Route("/v2/domains/{zone}/records/{rid}", api.guard(api.get_record), methods=["GET"]),
+        Route("/v2/domains/{zone}/records/{rid}", api.guard(api.update_record),
+              methods=["PUT", "PATCH"]),
         Route("/v2/domains/{zone}/records/{rid}", api.guard(api.delete_record), methods=["DELETE"]),
         *control.routes(),
     ]
@@ -128,6 +130,9 @@ class _DomainsAPI:
         headers = _rate_headers(decision)
         if not decision.allowed:
             return error_response(429, "too_many_requests", "API Rate limit exceeded.", headers)
+        if request.method.upper() in {m.upper() for m in faults.forbidden_methods}:
+            return error_response(403, "forbidden", "You are not authorized to perform this "
+                                  "operation", headers)
         if self.state.draw_fault("error", request.method):
             return error_response(faults.error_status, "server_error", SERVER_ERROR, headers)
         try:
@@ -197,6 +202,34 @@ class _DomainsAPI:
         record = self.state.get_record(zone.name, _record_id(request))
         if record is None:
             raise DOError(404, "not_found", NOT_FOUND)
+        return JSONResponse({"domain_record": record.to_api()})
+
+    async def update_record(self, request: Request) -> Response:
+        """PUT/PATCH /v2/domains/{zone}/records/{id}: change fields in place, same id.
+
+        Only what a TXT update needs is modelled: `data`, `name`, `ttl`; the type never
+        changes. The record, changed, is validated as a create would be.
+        """
+        zone = self._zone(request)
+        record_id = _record_id(request)
+        old = self.state.get_record(zone.name, record_id)
+        if old is None:
+            raise DOError(404, "not_found", NOT_FOUND)
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise DOError(400, "bad_request", "The request body must be a JSON object.")
+        if "type" in body and body["type"] != old.type:
+            raise DOError(422, "unprocessable_entity", "Type cannot be changed.")
+        merged = {"type": old.type, "name": old.name, "data": old.data, "ttl": old.ttl,
+                  **{k: body[k] for k in ("name", "data", "ttl") if k in body}}
+        fields = _new_record(zone.name, merged)
+        fields.pop("type")
+        record = self.state.update_record(zone.name, record_id, **fields)
+        if record is None:
+            raise DOError(404, "not_found", NOT_FOUND)
+        if self.state.draw_fault("ghost", request.method):
+            # The change happened; only the answer is lost.
+            raise DOError(500, "server_error", SERVER_ERROR)
         return JSONResponse({"domain_record": record.to_api()})
 
     async def delete_record(self, request: Request) -> Response:

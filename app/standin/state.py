@@ -126,6 +126,10 @@ class Faults(BaseModel):
     throttle_next: int = Field(default=0, ge=0)
     throttle_probability: float = Field(default=0, ge=0, le=1)
     throttle_retry_after: int = Field(default=1, ge=0)
+    forbidden_methods: list[str] = Field(
+        default_factory=list,
+        description="methods answered 403 forbidden, as for a token without that scope "
+                    "(PUT: no domain:update)")
     seed: int | None = None
 
     def applies_to(self, method: str) -> bool:
@@ -348,6 +352,18 @@ class StandinState:
                 for r in zone.values()
                 if r.fqdn == fqdn and (type is None or r.type == type.upper())
             ]
+
+    def update_record(self, zone: str, record_id: int, **changes: Any) -> Record | None:
+        """Change some fields of a record in place, keeping its id; None if it is not there."""
+        zone = _zone_name(zone)
+        with self._lock:
+            old = self._records.get(zone, {}).get(record_id)
+            if old is None:
+                return None
+            new = dataclasses.replace(old, **changes)
+            self._records[zone][record_id] = new
+            self._bump_serial(zone)
+            return new
 
     def delete_record(self, zone: str, record_id: int) -> bool:
         """Remove a record; False if it was not there."""

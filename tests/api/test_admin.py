@@ -91,9 +91,26 @@ async def test_revoke_refuses_at_once_and_deletes_its_records(harness: Harness) 
                                            headers=AUTH)
     assert response.status_code == 200
     assert response.json()["removed_values"] == 2
+    assert response.json()["pending_removal"] == 0
     assert response.json()["revoked_at"] is not None
     assert harness.txt_at(account["fulldomain"]) == []
     assert await harness.services.store.values_at(account["fulldomain"]) == []
+
+
+async def test_revoke_reports_what_is_still_pending_removal(harness: Harness) -> None:
+    """A failed DigitalOcean delete is reported as pending, not as removed."""
+    account = await harness.create_account(domain="www.example.com")
+    await harness.update(account, challenge_value(1))
+    await harness.update(account, challenge_value(2))
+    # The first delete fails every attempt (4), the second goes through.
+    harness.do.update_faults(methods=["DELETE"], error_next=4)
+    response = await harness.client.delete(f"/admin/accounts/{account['username']}",
+                                           headers=AUTH)
+    assert response.status_code == 200
+    assert (response.json()["removed_values"], response.json()["pending_removal"]) == (1, 1)
+    assert len(harness.txt_at(account["fulldomain"])) == 1  # really still there
+    assert (await harness.services.reconciler.run_once()).retried == 1
+    assert harness.txt_at(account["fulldomain"]) == []
     refused = await harness.update(account, V1)
     assert refused.status_code == 401 and refused.json() == {"error": "forbidden"}
     listed = await harness.client.get("/admin/accounts", headers=AUTH)

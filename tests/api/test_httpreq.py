@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Harness, challenge_value
 
-V1, V2 = challenge_value(1), challenge_value(2)
+V1, V2, V3 = challenge_value(1), challenge_value(2), challenge_value(3)
 
 
 def basic(account: dict[str, Any]) -> httpx.BasicAuth:
@@ -26,13 +26,25 @@ async def test_present_and_cleanup_direct_name(harness: Harness) -> None:
     assert response.status_code == 200
     assert harness.txt_at("_acme-challenge.www.example.com") == [V1]
     await harness.client.post("/present", json={"fqdn": fqdn, "value": V2}, auth=basic(account))
+    harness.do.clear_requests()
     response = await harness.client.post("/cleanup", json={"fqdn": fqdn, "value": V1},
                                          auth=basic(account))
     assert response.status_code == 200
-    # Cleanup removes exactly that value.
-    assert harness.txt_at("_acme-challenge.www.example.com") == [V2]
+    # Cleanup retires exactly that value, and spends nothing now: its record waits for the
+    # next value (overwritten in place) or for housekeeping.
+    assert harness.do_calls() == 0
     rows = await harness.services.store.values_at("_acme-challenge.www.example.com")
-    assert [r.value for r in rows] == [V2]
+    assert [(r.value, r.state.value) for r in rows] == [(V1, "retired"), (V2, "live")]
+    await harness.client.post("/present", json={"fqdn": fqdn, "value": V3}, auth=basic(account))
+    assert [(e.method, e.status) for e in harness.do.requests()] == [("PUT", 200)]
+    assert harness.txt_at("_acme-challenge.www.example.com") == sorted([V2, V3])
+    # Housekeeping deletes what is retired.
+    await harness.client.post("/cleanup", json={"fqdn": fqdn, "value": V2}, auth=basic(account))
+    report = await harness.services.reconciler.run_once()
+    assert report.retired == 1
+    assert harness.txt_at("_acme-challenge.www.example.com") == [V3]
+    rows = await harness.services.store.values_at("_acme-challenge.www.example.com")
+    assert [r.value for r in rows] == [V3]
 
 
 async def test_cleanup_of_an_absent_value_is_harmless(harness: Harness) -> None:
@@ -75,7 +87,8 @@ async def test_raw_mode_computes_the_value(harness: Harness) -> None:
     assert harness.txt_at("_acme-challenge.www.example.com") == [raw_value(key_auth)]
     response = await harness.client.post("/cleanup", json=body, auth=basic(account))
     assert response.status_code == 200
-    assert harness.txt_at("_acme-challenge.www.example.com") == []
+    rows = await harness.services.store.values_at("_acme-challenge.www.example.com")
+    assert [(r.value, r.state.value) for r in rows] == [(raw_value(key_auth), "retired")]
 
 
 async def test_raw_mode_for_a_delegated_account_names_its_domain(harness: Harness) -> None:

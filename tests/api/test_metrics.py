@@ -63,18 +63,22 @@ async def test_metrics_move_with_traffic(harness: Harness) -> None:
         ("acme_delegate_http_request_duration_seconds_count", {"route": "/update"}, 4),
         ("acme_delegate_auth_failures_total", {"reason": "forbidden"}, 1),
         ("acme_delegate_operations_total", {"operation": "update", "outcome": "ok"}, 3),
+        # Two creates fill the window; the third value overwrites the oldest in place.
         ("acme_delegate_digitalocean_requests_total", {"operation": "create_record",
-                                                       "status": "201"}, 3),
+                                                       "status": "201"}, 2),
+        ("acme_delegate_digitalocean_requests_total", {"operation": "update_record",
+                                                       "status": "200"}, 1),
         ("acme_delegate_digitalocean_requests_total", {"operation": "delete_record",
-                                                       "status": "204"}, 2),
+                                                       "status": "204"}, 1),
         ("acme_delegate_digitalocean_request_duration_seconds_count",
-         {"operation": "create_record"}, 3),
+         {"operation": "create_record"}, 2),
         ("acme_delegate_reconcile_runs_total", {"outcome": "ok"}, 1),
         ("acme_delegate_reconcile_repairs_total", {"kind": "ghosts"}, 1),
     ]
     for name, labels, delta in grew:
         assert value(after, name, **labels) - value(before, name, **labels) == delta, name
     assert value(after, "acme_delegate_txt_values", state="live") == 2
+    assert value(after, "acme_delegate_digitalocean_rotation_in_place") == 1
     assert value(after, "acme_delegate_digitalocean_ratelimit_remaining") > 0
     assert 0 <= value(after, "acme_delegate_digitalocean_budget_free") < 240
     for key in after:

@@ -199,6 +199,8 @@ async def test_killed_after_the_create_before_the_commit(harness: Harness, crash
 
 
 async def test_killed_during_eviction(harness: Harness, crash_at: CrashAt) -> None:
+    # Create + evict: the path of a token without domain:update.
+    harness.do.update_faults(forbidden_methods=["PUT"])
     account = await harness.create_account(domain="www.example.com")
     await harness.update(account, V1)
     await harness.update(account, V2)
@@ -211,6 +213,7 @@ async def test_killed_during_eviction(harness: Harness, crash_at: CrashAt) -> No
 
 
 async def test_killed_while_marking_for_eviction(harness: Harness, crash_at: CrashAt) -> None:
+    harness.do.update_faults(forbidden_methods=["PUT"])
     account = await harness.create_account(domain="www.example.com")
     await harness.update(account, V1)
     await harness.update(account, V2)
@@ -218,11 +221,11 @@ async def test_killed_while_marking_for_eviction(harness: Harness, crash_at: Cra
     with pytest.raises(Crash):
         await harness.update(account, V3)
     crash_at.restart()
-    # Three live rows now: the window is restored by the next update, and the reconciler
-    # keeps what the database says is live.
+    # Three live rows now, over the window of two: the reconciler trims the oldest.
     report = await reconciler(harness).run_once()
-    assert report.failures == []
+    assert report.failures == [] and report.trimmed == 1
     rows = await harness.services.store.values_at(account["fulldomain"])
     consistent(harness, rows, account["fulldomain"])
+    assert sorted(r.value for r in rows) == sorted([V2, V3])
     await harness.update(account, challenge_value(4))
     assert harness.txt_at(account["fulldomain"]) == sorted([V3, challenge_value(4)])
