@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     registration: Registration = Registration.CLOSED
     admin_token: SecretStr | None = None
     admin_token_file: Path | None = None
+    # The one secret REGISTRATION=token accepts. Clients keep it in a URL in their account
+    # files (lego, acme.sh), so it opens /register and nothing else.
+    registration_token: SecretStr | None = None
+    registration_token_file: Path | None = None
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = []
     public_url: str | None = None
     txt_ttl: int = Field(default=30, ge=30, le=86400)
@@ -136,7 +140,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secret_files(self) -> Settings:
-        for name in ("do_token", "admin_token"):
+        for name in ("do_token", "admin_token", "registration_token"):
             file: Path | None = getattr(self, f"{name}_file")
             if file is None:
                 continue
@@ -149,8 +153,16 @@ class Settings(BaseSettings):
         for tls_file in (self.tls_cert_file, self.tls_key_file):
             if tls_file is not None and not tls_file.is_file():
                 raise ValueError(f"TLS file {tls_file} does not exist")
-        if self.registration is Registration.TOKEN and self.admin_token is None:
-            raise ValueError("ACME_DELEGATE_REGISTRATION=token needs ACME_DELEGATE_ADMIN_TOKEN")
+        if self.registration is Registration.TOKEN and self.registration_token is None:
+            raise ValueError(
+                "ACME_DELEGATE_REGISTRATION=token needs ACME_DELEGATE_REGISTRATION_TOKEN (or "
+                "_FILE): the secret clients show to /register (never the admin token)")
+        if (self.registration_token is not None and self.admin_token is not None
+                and self.registration_token.get_secret_value()
+                == self.admin_token.get_secret_value()):
+            raise ValueError(
+                "ACME_DELEGATE_REGISTRATION_TOKEN must differ from ACME_DELEGATE_ADMIN_TOKEN: "
+                "clients store it in their account files")
         if self.registration is not Registration.CLOSED and not self.delegation_domain:
             raise ValueError(
                 "registration hands out delegated names: set ACME_DELEGATE_DELEGATION_DOMAIN"

@@ -26,6 +26,7 @@ from app.wiring import Services
 
 DO_TOKEN = "dop_v1_" + "t0k3n" * 12  # recognisable, so a leak is easy to find
 ADMIN_TOKEN = "admin-" + "s3cr3t" * 8
+REGISTRATION_TOKEN = "register-" + "0p3n" * 8
 DO_URL = "http://do.test"
 # A server and a database we may connect to; the tests make their own database beside it.
 POSTGRES_SERVER_URL = os.environ.get(
@@ -147,6 +148,7 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "delegation_domain": "acme.example.org",
             "registration": "open",
             "admin_token": ADMIN_TOKEN,
+            "registration_token": REGISTRATION_TOKEN,
         }
         values.update(overrides)
         return Settings(**values)

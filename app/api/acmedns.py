@@ -8,7 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import AcmeDnsAccount, ClientDep, JsonBody, ServicesDep, admin_token_given
+from app.api.deps import (
+    AcmeDnsAccount,
+    ClientDep,
+    JsonBody,
+    ServicesDep,
+    registration_token_given,
+)
 from app.api.errors import error_response
 from app.api.request import parse_json_object
 from app.core.names import parse_allowfrom
@@ -42,7 +48,8 @@ async def register(request: Request, services: ServicesDep, client: ClientDep) -
     body = parse_json_object(await request.body())
     allowfrom = parse_allowfrom(body.get("allowfrom"))
     issued = await services.accounts.register(
-        allowfrom, client=client.label, admin_authorized=admin_token_given(request, services)
+        allowfrom, client=client.label,
+        token_given=registration_token_given(request, services)
     )
     return JSONResponse(issued.acme_dns_json(), status_code=201)
 

@@ -127,6 +127,8 @@ class AuditView(BaseModel):
     name: str | None
     value_fingerprint: str | None
     detail: str | None
+    count: int = Field(description="Refusals repeated within 10 minutes share one event")
+    last_at: datetime | None = Field(description="The last of them, when count > 1")
 
 
 @router.post("/accounts", status_code=201, responses={

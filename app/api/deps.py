@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from pydantic import SecretStr
 
 from app.api.errors import ApiError
 from app.api.request import basic_auth, bearer_token, client_address, parse_json_object
@@ -48,12 +49,8 @@ def _same_secret(given: str, expected: str) -> bool:
     )
 
 
-def admin_token_given(request: Request, services: Services) -> bool:
-    """True when the request carries the admin token, as Bearer or as a Basic password.
-
-    Basic lets Go clients such as lego pass it in the URL (https://x:TOKEN@host).
-    """
-    expected = services.settings.admin_token
+def _token_given(request: Request, expected: SecretStr | None) -> bool:
+    """True when the request carries ``expected``, as Bearer or as a Basic password."""
     if expected is None:
         return False
     basic = basic_auth(request)
@@ -61,11 +58,19 @@ def admin_token_given(request: Request, services: Services) -> bool:
     return given is not None and _same_secret(given, expected.get_secret_value())
 
 
+def registration_token_given(request: Request, services: Services) -> bool:
+    """True when the request carries the registration token, as Bearer or as a Basic
+    password: lego puts it in the URL (``https://x:TOKEN@host``) and keeps that URL in
+    its account file, which is why it is not the admin token."""
+    return _token_given(request, services.settings.registration_token)
+
+
 async def require_admin(request: Request,
                         services: Annotated[Services, Depends(get_services)]) -> None:
     if services.settings.admin_token is None:
         raise ApiError(403, "admin_api_disabled")
-    if not admin_token_given(request, services):
+    # Bearer, or a Basic password (curl -u x:TOKEN).
+    if not _token_given(request, services.settings.admin_token):
         raise ApiError(401, "forbidden")
 
 

@@ -27,9 +27,11 @@ def audit(since: str | None, account: str | None, event: str | None, limit: int)
     async def work(s: Services) -> list[AuditEvent]:
         start = parse_since(since, s.accounts.now()) if since else None
         return await s.accounts.audit_trail(
-            AuditQuery(since=start, username=account, event=event, limit=limit))
+            AuditQuery(since=start, username=account.lower() if account else None,
+                       event=event, limit=limit))
 
     for item in reversed(run(settings(), work)):
         record = asdict(item)
         record["at"] = item.at.isoformat()
+        record["last_at"] = item.last_at.isoformat() if item.last_at else None
         click.echo(json.dumps(record))

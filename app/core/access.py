@@ -153,8 +153,8 @@ class Gate:
         if account is not None and reason == "wrong_name":
             event(log, "auth.refused", logging.WARNING, account=account.username,
                   reason=reason, client=caller.client)
-        await self._audit("auth.failed", reason, account=account, client=caller.client,
-                          username=caller.username, unit=unit)
+        await self._audit.refusal("auth.failed", reason, account=account,
+                                  client=caller.client, username=caller.username, unit=unit)
         if self._throttle is not None:
             await self._throttle.take(Limit.AUTH_FAILURES, caller.client or "unknown")
         raise Forbidden()

@@ -52,7 +52,7 @@ MAX_VALUES_LIMIT = 20
 
 class Registration(enum.StrEnum):
     CLOSED = "closed"  # /register refuses everyone
-    TOKEN = "token"  # noqa: S105  # /register needs the admin token
+    TOKEN = "token"  # noqa: S105  # /register needs the registration token
     OPEN = "open"  # anyone who reaches /register gets a delegated name
 
 
@@ -140,21 +140,26 @@ class AccountService:
         return IssuedAccount(account=account, key=key)
 
     async def register(
-        self, allowfrom: Sequence[IPNetwork], *, client: str | None, admin_authorized: bool
+        self, allowfrom: Sequence[IPNetwork], *, client: str | None, token_given: bool
     ) -> IssuedAccount:
-        """acme-dns ``/register``: a delegated name, when the registration policy allows."""
-        if self._registration is Registration.CLOSED or (
-            self._registration is Registration.TOKEN and not admin_authorized
-        ):
-            await self._audit("register", RegistrationClosed.code, client=client)
-            raise RegistrationClosed()
+        """acme-dns ``/register``: a delegated name, when the registration policy allows
+        (``token``: when the caller showed the registration token).
+
+        Every attempt counts against its address first, refused or not: nothing an
+        anonymous caller sends reaches the database unthrottled, and repeated refusals
+        share one audit row."""
         if self._throttle is not None:
             wait = await self._throttle.take(Limit.REGISTRATIONS, client or "unknown")
             if wait is not None:
                 raise TooManyRequests("registrations from this address", retry_after=wait)
+        if self._registration is Registration.CLOSED or (
+            self._registration is Registration.TOKEN and not token_given
+        ):
+            await self._audit.refusal("register", RegistrationClosed.code, client=client)
+            raise RegistrationClosed()
         if (self._max_registered is not None
                 and await self._store.count_accounts() >= self._max_registered):
-            await self._audit("register", "registration_full", client=client)
+            await self._audit.refusal("register", "registration_full", client=client)
             raise RegistrationClosed("the service holds as many accounts as it may")
         return await self.create(
             domain=None, delegated=True, allowfrom=allowfrom, client=client, via="register"

@@ -6,12 +6,15 @@ Values appear only as fingerprints and keys never appear at all.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from app.core.keys import fingerprint
 from app.core.models import Account, AuditEvent
 from app.core.names import looks_like_username
 from app.core.ports import Store, Unit
+
+# Repeats of one refusal within this window share one audit row with a count.
+REFUSAL_WINDOW = timedelta(minutes=10)
 
 
 class Auditor:
@@ -32,9 +35,42 @@ class Auditor:
         unit: Unit | None = None,
     ) -> None:
         """Record one event: in ``unit``, the request's own transaction, when given."""
+        await (unit or self._store).audit(self._event(
+            name, outcome, account=account, client=client, username=username, value=value,
+            detail=detail))
+
+    async def refusal(
+        self,
+        name: str,
+        outcome: str,
+        *,
+        account: Account | None = None,
+        client: str | None = None,
+        username: object = None,
+        unit: Unit | None = None,
+    ) -> None:
+        """A refusal, counted on one row per client, event, outcome (and username, name)
+        per ``REFUSAL_WINDOW``: whoever repeats one cannot grow the trail. Callers
+        throttle before they get here, so beyond an address's allowance a flood costs the
+        database nothing at all."""
+        await (unit or self._store).audit_repeated(
+            self._event(name, outcome, account=account, client=client, username=username),
+            REFUSAL_WINDOW)
+
+    def _event(
+        self,
+        name: str,
+        outcome: str,
+        *,
+        account: Account | None,
+        client: str | None,
+        username: object,
+        value: str | None = None,
+        detail: str | None = None,
+    ) -> AuditEvent:
         if account is not None:
             username = account.username
-        await (unit or self._store).audit(
+        return (
             AuditEvent(
                 at=self._clock(),
                 event=name,

@@ -139,3 +139,5 @@ class AuditEvent:
     name: str | None = None
     value_fingerprint: str | None = None
     detail: str | None = None
+    count: int = 1  # refusals repeated within a window share one event
+    last_at: datetime | None = None  # the last of them, when count > 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from app.core.models import (
@@ -89,6 +89,8 @@ class Unit(Protocol):
     async def touch_account(self, account_id: int, at: datetime) -> None: ...
     async def set_key_hash(self, username: str, key_hash: str, *, expected: str) -> bool: ...
     async def audit(self, event: AuditEvent) -> None: ...
+    # A refusal: counted on the row of the same refusal begun within ``window``, if any.
+    async def audit_repeated(self, event: AuditEvent, window: timedelta) -> None: ...
     async def commit(self) -> None: ...  # ends the unit; nothing may follow in it
 
 
@@ -131,4 +133,5 @@ class Store(Protocol):
 
     # audit
     async def audit(self, event: AuditEvent) -> None: ...
+    async def audit_repeated(self, event: AuditEvent, window: timedelta) -> None: ...
     async def audit_events(self, where: AuditQuery) -> list[AuditEvent]: ...

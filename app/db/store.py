@@ -7,7 +7,7 @@ import hashlib
 import ipaddress
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +450,11 @@ class SqlStore:
         if self._on_audit is not None:
             self._on_audit(event)
 
+    async def audit_repeated(self, event: AuditEvent, window: timedelta) -> None:
+        """``Unit.audit_repeated`` in a transaction of its own."""
+        async with self.unit() as unit:
+            await unit.audit_repeated(event, window)
+
     async def count_values(self) -> dict[str, int]:
         """TXT values by state, for the metrics."""
         query = select(TxtValueRow.state, func.count()).group_by(TxtValueRow.state)
@@ -476,6 +481,8 @@ class SqlStore:
                     name=row.name,
                     value_fingerprint=row.value_fingerprint,
                     detail=row.detail,
+                    count=row.count,
+                    last_at=row.last_at,
                 )
                 for row in await session.scalars(query)
             ]

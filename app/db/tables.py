@@ -124,7 +124,11 @@ class AuditRow(Base):
     event: Mapped[str] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(64))
     username: Mapped[str | None] = mapped_column(String(36), index=True)
-    client: Mapped[str | None] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(64), index=True)
     name: Mapped[str | None] = mapped_column(String(253))
     value_fingerprint: Mapped[str | None] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(String(200))
+    # A refusal repeated within its window adds to the first one's row (see
+    # SqlStore.audit_repeated): how many, and when the last one came.
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

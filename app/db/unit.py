@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, text, update
@@ -31,6 +31,18 @@ REHASH = (update(_accounts)
                  _accounts.c.key_hash == bindparam("expected"))
           .values(key_hash=bindparam("key_hash")))
 AUDIT = insert(_audit)
+# The newest row of the same refusal (event, outcome, client, username, name) begun since
+# a time; ``IS NOT DISTINCT FROM`` so that missing fields match (SQLite spells it IS).
+SAME_REFUSAL = (
+    select(_audit.c.id)
+    .where(_audit.c.event == bindparam("event"), _audit.c.outcome == bindparam("outcome"),
+           _audit.c.client.is_not_distinct_from(bindparam("client")),
+           _audit.c.username.is_not_distinct_from(bindparam("username")),
+           _audit.c.name.is_not_distinct_from(bindparam("name")),
+           _audit.c.at >= bindparam("since"))
+    .order_by(_audit.c.id.desc()).limit(1))
+REPEAT = (update(_audit).where(_audit.c.id == bindparam("row_id"))
+          .values(count=_audit.c.count + 1, last_at=bindparam("at")))
 TRY_XACT_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 
 
@@ -101,6 +113,21 @@ class SqlUnit:
 
     async def audit(self, event: AuditEvent) -> None:
         await self._execute(AUDIT, audit_row(event))
+        self._audited.append(event)
+
+    async def audit_repeated(self, event: AuditEvent, window: timedelta) -> None:
+        """Record a refusal, or count it on the row of the same refusal begun within
+        ``window``: a flood of refusals grows a count, not the trail, and pushes no real
+        event out of the newest-first view. (Two replicas racing may each begin a row.)"""
+        row = audit_row(event)
+        found = (await self._execute(SAME_REFUSAL, {
+            "event": row["event"], "outcome": row["outcome"], "client": row["client"],
+            "username": row["username"], "name": row["name"],
+            "since": event.at - window})).scalar()
+        if found is None:
+            await self._execute(AUDIT, row)
+        else:
+            await self._execute(REPEAT, {"row_id": found, "at": event.at})
         self._audited.append(event)
 
     async def commit(self) -> None:

@@ -3,10 +3,17 @@ registrations per address and in total. Each answer is a clear JSON error."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
+import pytest
+from sqlalchemy import select
+
 from app.core.models import AuditQuery
+from app.db.tables import AuditRow
 from tests.conftest import ADMIN_TOKEN, challenge_value
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 V1 = challenge_value(1)
 
@@ -23,7 +30,8 @@ async def test_an_address_that_keeps_failing_is_held_off(harness_factory: Any) -
         assert 1 <= int(held.headers["retry-after"]) <= 60
         assert h.txt_at(account["fulldomain"]) == []
         audit_rows = await h.services.accounts.audit_trail(AuditQuery(event="auth.failed"))
-        assert len(audit_rows) == 5  # held-off attempts cost the database nothing
+        # One row counts the five refusals; the held-off attempt cost the database nothing.
+        assert [(r.outcome, r.count) for r in audit_rows] == [("forbidden", 5)]
     async with harness_factory(auth_failures_per_minute=5, client_ip="192.0.2.1") as other:
         # Another address (and here another process) is not affected.
         assert (await other.update(account, V1)).status_code == 200
@@ -68,3 +76,34 @@ async def test_registration_has_a_total_cap(harness_factory: Any) -> None:
             201, 201, 403]
         # Operators can still issue credentials.
         await h.create_account(domain="www.example.com")
+
+
+@pytest.mark.parametrize(("mode", "headers"), [
+    ("closed", {}),
+    ("token", {"Authorization": "Bearer wrong"}),
+    ("token", {"Authorization": f"Bearer {ADMIN_TOKEN}"}),
+], ids=["closed", "wrong-token", "admin-token"])
+async def test_a_refused_registration_flood_cannot_grow_the_audit_trail(
+        harness_factory: Any, mode: str, headers: dict[str, str]) -> None:
+    """3,000 refused /register calls from one address: the throttle comes before any
+    database write (the first ``registrations_per_hour`` are refused and counted on one
+    audit row, the rest are 429s that write nothing), and the operator's real events stay
+    at the top of the newest-first trail."""
+    allowance = 20
+    async with harness_factory(registration=mode, registrations_per_hour=allowance,
+                               client_ip="203.0.113.77") as h:
+        await h.create_account(domain="www.example.com")  # a real event, before the flood
+        statuses = Counter()
+        for _ in range(3000):
+            statuses[(await h.client.post("/register", headers=headers)).status_code] += 1
+        assert statuses == {403: allowance, 429: 3000 - allowance}, statuses
+        async with h.services.engine.connect() as conn:
+            rows = (await conn.execute(select(AuditRow.event, AuditRow.outcome, AuditRow.count)
+                                       .order_by(AuditRow.id))).all()
+        assert [tuple(r) for r in rows] == [("account.create", "ok", 1),
+                                            ("register", "registration_closed", allowance)]
+        trail = await h.client.get("/admin/audit?limit=2", headers=ADMIN)
+        assert [(e["event"], e["count"]) for e in trail.json()] == [
+            ("register", allowance), ("account.create", 1)]
+        assert trail.json()[0]["client"] == "203.0.113.77"
+        assert trail.json()[0]["last_at"] is not None

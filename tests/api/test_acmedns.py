@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, Harness, challenge_value
+from tests.conftest import ADMIN_TOKEN, REGISTRATION_TOKEN, Harness, challenge_value
 
 V1, V2, V3 = (challenge_value(n) for n in (1, 2, 3))
 
@@ -96,22 +97,42 @@ async def test_register_closed_by_default(harness_factory: Any) -> None:
         assert response.json() == {"error": "registration_closed"}
 
 
+def _basic(password: str) -> dict[str, str]:
+    # Go clients put credentials in the URL: https://x:TOKEN@host sends Basic.
+    return {"Authorization": "Basic " + base64.b64encode(f"lego:{password}".encode()).decode()}
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [
         ({}, 403),
         ({"Authorization": "Bearer wrong"}, 403),
-        ({"Authorization": f"Bearer {ADMIN_TOKEN}"}, 201),
-        # Go clients put credentials in the URL: https://x:TOKEN@host sends Basic.
-        ({"Authorization": "Basic " + __import__("base64").b64encode(
-            f"lego:{ADMIN_TOKEN}".encode()).decode()}, 201),
+        ({"Authorization": f"Bearer {REGISTRATION_TOKEN}"}, 201),
+        (_basic(REGISTRATION_TOKEN), 201),
+        # The admin token issues credentials for any name in any zone; clients store the
+        # /register URL in their account files, so it must not open /register.
+        ({"Authorization": f"Bearer {ADMIN_TOKEN}"}, 403),
+        (_basic(ADMIN_TOKEN), 403),
+        ({"Authorization": f"Bearer {REGISTRATION_TOKEN}x"}, 403),
+        (_basic(REGISTRATION_TOKEN[:-1]), 403),
     ],
+    ids=["none", "wrong", "bearer", "basic", "admin-bearer", "admin-basic", "longer",
+         "shorter"],
 )
 async def test_register_token_mode(harness_factory: Any, headers: dict[str, str],
                                    status: int) -> None:
     async with harness_factory(registration="token") as h:
         response = await h.client.post("/register", headers=headers)
         assert response.status_code == status, response.text
+
+
+async def test_the_registration_token_opens_nothing_else(harness_factory: Any) -> None:
+    async with harness_factory(registration="token") as h:
+        for bearer in ({"Authorization": f"Bearer {REGISTRATION_TOKEN}"},
+                       _basic(REGISTRATION_TOKEN)):
+            assert (await h.client.get("/admin/accounts", headers=bearer)).status_code == 401
+            assert (await h.client.post("/admin/accounts", headers=bearer, json={
+                "domain": "www.example.com"})).status_code == 401
 
 
 # /update

@@ -59,7 +59,12 @@ def test_secrets_come_from_files(tmp_path: Path) -> None:
     token, admin = tmp_path / "do", tmp_path / "admin"
     token.write_text("dop_v1_fromfile\n")
     admin.write_text("  admin-from-file  ")
-    settings = Settings(do_token_file=token, admin_token_file=admin)
+    registration = tmp_path / "registration"
+    registration.write_text("register-from-file\n")
+    settings = Settings(do_token_file=token, admin_token_file=admin,
+                        registration_token_file=registration)
+    assert settings.registration_token is not None
+    assert settings.registration_token.get_secret_value() == "register-from-file"
     assert settings.token() == "dop_v1_fromfile"
     assert settings.admin_token is not None
     assert settings.admin_token.get_secret_value() == "admin-from-file"
@@ -73,7 +78,9 @@ def test_secrets_come_from_files(tmp_path: Path) -> None:
         ({"do_token_file": "MISSING"}, "cannot read"),
         ({"do_token_file": "EMPTY"}, "is empty"),
         ({"tls_cert_file": "PATH"}, "set both"),
-        ({"registration": "token"}, "needs ACME_DELEGATE_ADMIN_TOKEN"),
+        ({"registration": "token", "admin_token": "a"}, "needs ACME_DELEGATE_REGISTRATION_TOKEN"),
+        ({"registration_token": "same", "admin_token": "same"}, "must differ"),
+        ({"registration_token": "a", "registration_token_file": "PATH"}, "not both"),
         ({"registration": "open"}, "DELEGATION_DOMAIN"),
         ({"txt_ttl": 29}, "greater than or equal to 30"),
         ({"database_url": "mysql://x/y"}, "sqlite:///PATH or postgresql"),

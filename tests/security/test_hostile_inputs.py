@@ -27,7 +27,7 @@ import pytest
 
 from app.config import Settings
 from app.standin import Standin
-from tests.conftest import ADMIN_TOKEN, DO_TOKEN, challenge_value
+from tests.conftest import ADMIN_TOKEN, DO_TOKEN, REGISTRATION_TOKEN, challenge_value
 from tests.processes import cli_env, serve
 from tests.security.support import (
     AppHarness,
@@ -94,7 +94,7 @@ POSTS = [e for e in ROUTES if e != "health"]
 
 @pytest.fixture
 async def ctx(sec_factory: Callable[..., Any]) -> Any:
-    # registration=token: without the admin token /register refuses, so nothing in the
+    # registration=token: without the registration token /register refuses, so nothing in the
     # corpus can create an account through it (its body is still parsed first).
     async with sec_factory(registration="token") as h:
         account = await h.create_account(domain="www.example.com")
@@ -522,6 +522,7 @@ def live_server(tmp: Path, **settings: str) -> Iterator[Live]:
             delegation_domain="acme.example.org",
             registration="token",
             admin_token=ADMIN_TOKEN,
+            registration_token=REGISTRATION_TOKEN,
             **known,
         )
         with serve(env, tmp / "serve.log") as served:
