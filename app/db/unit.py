@@ -42,7 +42,7 @@ SAME_REFUSAL = (
            _audit.c.at >= bindparam("since"))
     .order_by(_audit.c.id.desc()).limit(1))
 REPEAT = (update(_audit).where(_audit.c.id == bindparam("row_id"))
-          .values(count=_audit.c.count + 1, last_at=bindparam("at")))
+          .values(count=_audit.c.count + 1, last_at=bindparam("repeat_at")))
 TRY_XACT_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 
 
@@ -127,7 +127,7 @@ class SqlUnit:
         if found is None:
             await self._execute(AUDIT, row)
         else:
-            await self._execute(REPEAT, {"row_id": found, "at": event.at})
+            await self._execute(REPEAT, {"row_id": found, "repeat_at": event.at})
         self._audited.append(event)
 
     async def commit(self) -> None:
