@@ -140,9 +140,7 @@ class ChallengeService:
     async def _repeat(self, unit: Unit, name: str, value: str) -> bool:
         """``value`` is live at ``name``: mark it newest (in ``unit``) and say so. Only when
         nobody else is working on the name; if someone is, ``put`` waits for its turn."""
-        if not await unit.try_lock_name(name):
-            return False
-        if not await unit.bump_live(name, value, self._clock()):
+        if not await unit.mark_repeat(name, value, self._clock()):
             return False
         event(log, "txt.repeat", logging.DEBUG, name=name, value=fingerprint(value))
         return True

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy import BigInteger, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.models import Account, AuditEvent, ValueState
@@ -24,6 +24,10 @@ BUMP_LIVE = (update(_values)
              .where(_values.c.name == bindparam("target"), _values.c.value == bindparam("txt"),
                     _values.c.state == ValueState.LIVE.value)
              .values(updated_at=bindparam("at")))
+# PostgreSQL: the same, only if the name's transaction-level advisory lock is free (then
+# held until the commit): one round trip for "lock, check, bump".
+BUMP_LIVE_LOCKED = BUMP_LIVE.where(
+    func.pg_try_advisory_xact_lock(bindparam("key", type_=BigInteger)))
 TOUCH = (update(_accounts).where(_accounts.c.id == bindparam("account_id"))
          .values(last_used_at=bindparam("at")))
 REHASH = (update(_accounts)
@@ -43,7 +47,6 @@ SAME_REFUSAL = (
     .order_by(_audit.c.id.desc()).limit(1))
 REPEAT = (update(_audit).where(_audit.c.id == bindparam("row_id"))
           .values(count=_audit.c.count + 1, last_at=bindparam("repeat_at")))
-TRY_XACT_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 
 
 def audit_row(event: AuditEvent) -> dict[str, Any]:
@@ -54,8 +57,8 @@ def audit_row(event: AuditEvent) -> dict[str, Any]:
 
 
 class SqlUnit:
-    """A connection with one transaction; the names it try-locked are released when it
-    ends. On PostgreSQL the lock is a transaction-level advisory lock: the same key as
+    """A connection with one transaction; the names it locked are released when it ends.
+    On PostgreSQL the lock is also a transaction-level advisory lock: the same key as
     ``SqlStore.name_lock``'s session-level one, so the two exclude each other, and the
     commit releases it (crash included) with no statement of its own."""
 
@@ -87,20 +90,16 @@ class SqlUnit:
         row = (await self._execute(ACCOUNT_BY_USERNAME, {"username": username})).first()
         return self._to_account(row) if row is not None else None
 
-    async def try_lock_name(self, name: str) -> bool:
+    async def mark_repeat(self, name: str, value: str, at: datetime) -> bool:
         lock = await self._local.try_hold(name)
         if lock is None:
-            return False
+            return False  # another request of this process works on the name
         self._held.append((name, lock))
         if self._postgres:
-            got = (await self._execute(TRY_XACT_LOCK, {"key": self._key(name)})).scalar()
-            if not got:
-                self._local.release(*self._held.pop())
-                return False
-        return True
-
-    async def bump_live(self, name: str, value: str, at: datetime) -> bool:
-        result = await self._execute(BUMP_LIVE, {"target": name, "txt": value, "at": at})
+            result = await self._execute(BUMP_LIVE_LOCKED, {
+                "target": name, "txt": value, "at": at, "key": self._key(name)})
+        else:
+            result = await self._execute(BUMP_LIVE, {"target": name, "txt": value, "at": at})
         return bool(getattr(result, "rowcount", 0))
 
     async def touch_account(self, account_id: int, at: datetime) -> None:
