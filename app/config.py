@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     # files (lego, acme.sh), so it opens /register and nothing else.
     registration_token: SecretStr | None = None
     registration_token_file: Path | None = None
+    console: bool = True  # the operator console at /console/, served only with ADMIN_TOKEN
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = []
     public_url: str | None = None
     txt_ttl: int = Field(default=30, ge=30, le=86400)

@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
-from app.api import acmedns, admin, errors, httpreq, ops
+from app.api import acmedns, admin, console, errors, httpreq, ops
 from app.api.guards import BodyGuard, InFlightLimit
 from app.config import Settings
 from app.core.reconcile import ReconcileLoop
@@ -134,6 +134,8 @@ def create_app(
     app.include_router(httpreq.router)
     app.include_router(admin.router)
     app.include_router(ops.router)
+    if settings.console and settings.admin_token is not None:
+        console.install(app)
     app.add_middleware(NormalizePath)
     if settings.tls_cert_file is not None:
         app.add_middleware(StrictTransport)

@@ -11,6 +11,8 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
@@ -32,8 +34,34 @@ REPAIR_KINDS = ("expired", "revoked", "retried", "retired", "trimmed", "forgotte
                 "recreated", "ghosts")
 
 
+@dataclass(frozen=True)
+class LastCall:
+    """The latest DigitalOcean call this process made: what the console's health shows."""
+
+    at: datetime
+    operation: str
+    status: str  # an HTTP status, an exception name, or "budget_exhausted"
+
+    @property
+    def reached(self) -> bool:
+        """DigitalOcean answered, and not with a server error."""
+        return self.status.isdigit() and int(self.status) < 500
+
+
+@dataclass(frozen=True)
+class LastPass:
+    """The latest reconcile pass of this process (None report: the pass failed)."""
+
+    at: datetime
+    seconds: float
+    report: ReconcileReport | None
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.last_call: LastCall | None = None
+        self.last_pass: LastPass | None = None
+        self.ratelimit_remaining: int | None = None
         r = self.registry = CollectorRegistry()
         self.requests = Counter("acme_delegate_http_requests", "HTTP requests",
                                 ["route", "method", "status"], registry=r)
@@ -81,10 +109,13 @@ class Metrics:
     def digitalocean_call(self, operation: str, status: str, seconds: float,
                           remaining: str | None) -> None:
         self.do_requests.labels(operation, status).inc()
+        if status != "budget_exhausted":  # nothing was sent: says nothing of reachability
+            self.last_call = LastCall(datetime.now(UTC), operation, status)
         if seconds:
             self.do_seconds.labels(operation).observe(seconds)
         if remaining is not None and remaining.isdigit():
-            self.do_remaining.set(int(remaining))
+            self.ratelimit_remaining = int(remaining)
+            self.do_remaining.set(self.ratelimit_remaining)
 
     def update_forbidden(self) -> None:
         self.rotation_in_place.set(0)
@@ -95,6 +126,7 @@ class Metrics:
             self.auth_failures.labels(item.outcome).inc()
 
     def reconciled(self, report: ReconcileReport | None, seconds: float) -> None:
+        self.last_pass = LastPass(datetime.now(UTC), seconds, report)
         if report is None:
             self.reconcile_runs.labels("failed").inc()
             return

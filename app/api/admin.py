@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from app import __version__
 from app.api.deps import AdminDep, ClientDep, ServicesDep
 from app.core.accounts import MAX_NOTE_LENGTH, MAX_VALUES_LIMIT
 from app.core.models import Account, AccountChanges, AccountFilter, AuditQuery, Mode
 from app.core.names import normalize_domain, parse_allowfrom
+from app.core.ports import ProviderError
+from app.db.budget import window_usage
+from app.observability import REPAIR_KINDS, Metrics
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
@@ -161,17 +167,23 @@ async def list_accounts(
     domain: Annotated[str | None, Query(max_length=300)] = None,
     stale_days: Annotated[int | None, Query(ge=0, le=36500,
                                             description="Unused for this many days")] = None,
+    expiring_days: Annotated[int | None, Query(
+        ge=0, le=36500, description="Expiring within this many days (or expired)")] = None,
+    q: Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00-\x1f]*$", description=(
+        "A substring of the username, bound name, domain or note"))] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[AccountView]:
     """Accounts, oldest first, filtered; never their keys."""
-    stale_before = None
-    if stale_days is not None:
-        stale_before = services.accounts.now() - timedelta(days=stale_days)
+    now = services.accounts.now()
     where = AccountFilter(
         include_revoked=include_revoked, mode=mode,
         domain=normalize_domain(domain) if domain else None,
-        stale_before=stale_before, limit=limit, offset=offset,
+        stale_before=now - timedelta(days=stale_days) if stale_days is not None else None,
+        expires_before=now + timedelta(days=expiring_days) if expiring_days is not None
+        else None,
+        search=(q.strip() or None) if q else None,
+        limit=limit, offset=offset,
     )
     found = await services.accounts.list_accounts(where)
     await services.accounts.record_read("accounts", client=client.label)
@@ -253,3 +265,98 @@ async def audit(
                    limit=limit))
     await services.accounts.record_read("audit", client=client.label)
     return [AuditView(**asdict(e)) for e in found]
+
+
+class DatabaseHealth(BaseModel):
+    ok: bool
+    ms: float | None = Field(description="How long a trivial query took")
+
+
+class DigitalOceanHealth(BaseModel):
+    reachable: bool | None = Field(
+        description="Whether the latest call got an answer below 500; null: no call yet")
+    last_call_at: datetime | None
+    last_operation: str | None
+    last_status: str | None = Field(description="HTTP status, or the error's name")
+    ratelimit_remaining: int | None = Field(description="DigitalOcean's own count, as last "
+                                                          "answered (the whole account)")
+
+
+class BudgetHealth(BaseModel):
+    per_minute: int
+    per_hour: int
+    used_last_minute: int = Field(description="Calls by every process of the deployment")
+    used_last_hour: int
+
+
+class ReconcileHealth(BaseModel):
+    interval: int
+    last_at: datetime | None = Field(description="This process's latest pass; null: none yet")
+    outcome: str | None = Field(description="ok, partial, skipped (another replica holds the "
+                                            "lock) or failed")
+    seconds: float | None
+    repairs: dict[str, int]
+    failures: int
+
+
+class HealthView(BaseModel):
+    version: str
+    database: DatabaseHealth
+    digitalocean: DigitalOceanHealth
+    budget: BudgetHealth
+    reconcile: ReconcileHealth
+    public_url: str | None
+
+
+@router.get("/health", responses=ERRORS)
+async def health(
+    request: Request, services: ServicesDep,
+    probe: Annotated[bool, Query(description=(
+        "Ask DigitalOcean now (one call from the budget) instead of reporting the latest "
+        "call"))] = False,
+) -> HealthView:
+    """What the console's health page shows: database, DigitalOcean, budget, reconciler.
+    Not audited: it shows no account and changes nothing (a probe spends one call)."""
+    metrics: Metrics = request.app.state.metrics
+    settings = services.settings
+    started = time.perf_counter()
+    try:
+        await services.store.ping()
+        database = DatabaseHealth(ok=True, ms=round((time.perf_counter() - started) * 1000, 1))
+        minute, hour = await window_usage(services.engine)
+    except Exception:  # the answer is "the database does not answer", not a 500
+        database = DatabaseHealth(ok=False, ms=None)
+        minute = hour = 0
+    if probe:
+        with contextlib.suppress(ProviderError):  # the outcome is in metrics.last_call
+            await services.provider.list_zones()
+    call = metrics.last_call
+    last = metrics.last_pass
+    report = last.report if last is not None else None
+    outcome = None
+    if last is not None:
+        outcome = ("failed" if report is None else "skipped" if report.skipped
+                   else "partial" if report.failures else "ok")
+    return HealthView(
+        version=__version__,
+        database=database,
+        digitalocean=DigitalOceanHealth(
+            reachable=call.reached if call else None,
+            last_call_at=call.at if call else None,
+            last_operation=call.operation if call else None,
+            last_status=call.status if call else None,
+            ratelimit_remaining=metrics.ratelimit_remaining,
+        ),
+        budget=BudgetHealth(per_minute=settings.do_rate_per_minute,
+                            per_hour=settings.do_rate_per_hour,
+                            used_last_minute=minute, used_last_hour=hour),
+        reconcile=ReconcileHealth(
+            interval=settings.reconcile_interval,
+            last_at=last.at if last else None,
+            outcome=outcome,
+            seconds=round(last.seconds, 3) if last else None,
+            repairs={kind: getattr(report, kind) for kind in REPAIR_KINDS} if report else {},
+            failures=len(report.failures) if report else 0,
+        ),
+        public_url=settings.public_url,
+    )

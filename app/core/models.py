@@ -75,6 +75,8 @@ class AccountFilter:
     mode: Mode | None = None
     domain: str | None = None
     stale_before: datetime | None = None  # not used since (or never used and created before)
+    expires_before: datetime | None = None  # has an expiry, and it is before this
+    search: str | None = None  # a substring of username, name, domain or note (any case)
     limit: int = 100
     offset: int = 0
 

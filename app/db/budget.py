@@ -91,3 +91,16 @@ class DatabaseWindow:
             return (now - when).total_seconds()
 
         return int(minute), int(hour), age(oldest_minute), age(oldest_hour)
+
+
+async def window_usage(engine: AsyncEngine) -> tuple[int, int]:
+    """DigitalOcean requests taken in the last minute and hour, by every process of the
+    deployment (the same window ``DatabaseWindow`` fills); read-only."""
+    now = datetime.now(UTC)
+    counts = select(
+        func.count().filter(DoRequestRow.at > now - timedelta(seconds=MINUTE)),
+        func.count(),
+    ).where(DoRequestRow.at > now - timedelta(seconds=HOUR))
+    async with engine.connect() as conn:
+        minute, hour = (await conn.execute(counts)).one()
+    return int(minute), int(hour)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -205,6 +206,15 @@ class SqlStore:
                          AccountRow.created_at < where.stale_before),
                 )
             )
+        if where.expires_before is not None:
+            query = query.where(AccountRow.expires_at < where.expires_before)
+        if where.search:
+            # A literal substring: the LIKE wildcards a person types match only themselves.
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", where.search.lower()) + "%"
+            query = query.where(or_(*(
+                func.lower(column).like(pattern, escape="\\")
+                for column in (AccountRow.username, AccountRow.name, AccountRow.domain,
+                               AccountRow.note))))
         async with self._sessions() as session:
             return [_account(row) for row in await session.scalars(query)]
 
