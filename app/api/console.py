@@ -13,8 +13,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
+from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import error_response
 
 CONSOLE = Path(__file__).resolve().parent.parent / "console"
 
@@ -48,7 +51,11 @@ class ConsoleHeaders:
                 message["headers"] = [*kept, *_RAW_HEADERS]
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        try:
+            await self.app(scope, receive, with_headers)
+        except HTTPException as exc:  # StaticFiles' 404 and 405: answered here, with headers
+            await error_response(exc.status_code, "not_found" if exc.status_code == 404
+                                 else "method_not_allowed")(scope, receive, with_headers)
 
 
 async def index() -> FileResponse:

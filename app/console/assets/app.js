@@ -48,9 +48,12 @@ function show(view) {
 function forgetKeys() {
   fill($('#issue-result'));
   fill($('#account-issued'));
+  $('#issue-form').hidden = false;
+  $('#issue-again').hidden = true;
 }
 
 async function route() {
+  const { hash } = window.location;
   const wanted = parseRoute();
   if (wanted === null) return;
   forgetKeys();
@@ -67,16 +70,19 @@ async function route() {
   $('#main').focus({ preventScroll: true });
   const loaders = {
     signin: () => $('#signin-token').focus(),
-    accounts: loadAccounts,
+    accounts: () => { fill($('#accounts-table tbody')); return loadAccounts(); },
     account: () => loadAccount(wanted.param),
     issue: () => $('#i-domain').focus(),
-    audit: loadAudit,
+    audit: () => { fill($('#audit-table tbody')); return loadAudit(); },
     health: () => loadHealth(false),
   };
+  delete document.body.dataset.ready;
   try {
     await loaders[wanted.view]();
   } catch (error) {
     report(error);
+  } finally {
+    if (window.location.hash === hash) document.body.dataset.ready = hash; // for tests
   }
 }
 
@@ -156,7 +162,21 @@ function filterQuery() {
   };
 }
 
-async function loadAccounts() {
+/** Marks a table busy while it loads (assistive technology and tests wait for it). */
+async function busy(table, work) {
+  table.setAttribute('aria-busy', 'true');
+  try {
+    return await work();
+  } finally {
+    table.setAttribute('aria-busy', 'false');
+  }
+}
+
+function loadAccounts() {
+  return busy($('#accounts-table'), showAccounts);
+}
+
+async function showAccounts() {
   const summary = $('#accounts-summary');
   summary.textContent = 'Loading…';
   const found = await api('GET', '/admin/accounts', { query: filterQuery() });
@@ -221,6 +241,11 @@ async function loadAccount(username) {
   const result = $('#account-result');
   result.hidden = true;
   fill(result);
+  // Nothing of the account shown before stays while this one loads.
+  $('#account-title').textContent = 'Account';
+  fill($('#account-facts'));
+  $('#account-edit').reset();
+  for (const id of ['#account-rotate', '#account-revoke']) $(id).disabled = true;
   if (!USERNAME.test(username)) throw new ApiError(404, 'account_not_found');
   const account = await api('GET', `/admin/accounts/${encodeURIComponent(username)}`);
   showAccount(account);
@@ -386,6 +411,8 @@ async function issue(event) {
   try {
     const account = await api('POST', '/admin/accounts', { body });
     form.reset();
+    form.hidden = true; // the credential is what matters now
+    $('#issue-again').hidden = false;
     renderIssued($('#issue-result'), account, 'Issued for');
   } catch (failure) {
     if (!(failure instanceof ApiError)) throw failure;
@@ -397,8 +424,12 @@ async function issue(event) {
 
 // ---------------------------------------------------------------- audit
 
-async function loadAudit(event) {
+function loadAudit(event) {
   if (event) event.preventDefault();
+  return busy($('#audit-table'), showAudit);
+}
+
+async function showAudit() {
   const form = $('#audit-filter');
   const summary = $('#audit-summary');
   const account = form.elements.account.value.trim();
@@ -414,12 +445,12 @@ async function loadAudit(event) {
   const hideReads = form.elements.hide_reads.checked;
   const shown = hideReads ? found.filter((e) => e.event !== 'admin.read') : found;
   const rows = shown.map((e) => h('tr', {},
-    h('td', { 'data-label': 'When' }, when(e.at)),
-    h('td', { class: 'mono', 'data-label': 'Event' }, e.event),
+    h('td', { class: 'nowrap', 'data-label': 'When' }, when(e.at, { seconds: true })),
+    h('td', { class: 'mono nowrap', 'data-label': 'Event' }, e.event),
     h('td', { 'data-label': 'Outcome' }, h('span', { class: `tag ${e.outcome === 'ok' ? 'ok' : 'bad'}`, text: e.outcome })),
     h('td', { class: 'mono', 'data-label': 'Account' }, e.username
       ? h('a', { href: `#/account/${encodeURIComponent(e.username)}`, text: e.username }) : ''),
-    h('td', { class: 'mono', 'data-label': 'Client' }, e.client || ''),
+    h('td', { class: 'mono nowrap', 'data-label': 'Client' }, e.client || ''),
     h('td', { class: 'mono', 'data-label': 'Name' }, e.name || ''),
     h('td', { class: 'note', 'data-label': 'Detail' },
       [e.detail, e.value_fingerprint ? `value ${e.value_fingerprint}` : null].filter(Boolean).join(' · '))));
@@ -497,6 +528,10 @@ function start() {
   $('#account-rotate').addEventListener('click', () => { rotate().catch(report); });
   $('#account-revoke').addEventListener('click', () => { revoke().catch(report); });
   $('#issue-form').addEventListener('submit', (e) => { issue(e).catch(report); });
+  $('#issue-another').addEventListener('click', () => {
+    forgetKeys();
+    $('#i-domain').focus();
+  });
   $('#audit-filter').addEventListener('submit', (e) => { loadAudit(e).catch(report); });
   $('#audit-filter').addEventListener('reset', () => setTimeout(() => loadAudit().catch(report), 0));
   $('#a-hide-reads').addEventListener('change', () => loadAudit().catch(report));

@@ -31,11 +31,12 @@ export function fill(el, ...children) {
 export const $ = (selector, root = document) => root.querySelector(selector);
 
 /** A date for people: local time, minutes; the exact UTC instant in the tooltip. */
-export function when(iso) {
+export function when(iso, { seconds = false } = {}) {
   if (!iso) return h('span', { class: 'muted', text: 'never' });
   const date = new Date(iso);
   const text = date.toLocaleString(undefined, {
     year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit',
+    second: seconds ? '2-digit' : undefined,
   });
   return h('time', { datetime: date.toISOString(), title: date.toISOString(), text });
 }
