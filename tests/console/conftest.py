@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,6 @@ class _Server:
         self.settings = settings
         self.do = do
         self.port = free_port()
-        self.ready = threading.Event()
         self.server: uvicorn.Server | None = None
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="console-live-server", daemon=True)
@@ -59,7 +59,6 @@ class _Server:
             asyncio.run(self._serve())
         except BaseException as exc:  # reported by start()
             self.failure = exc
-            self.ready.set()
 
     async def _serve(self) -> None:
         async with do_transport(self.do) as http:
@@ -67,17 +66,16 @@ class _Server:
             config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
                                     access_log=False, lifespan="on")
             self.server = uvicorn.Server(config)
-            serving = asyncio.create_task(self.server.serve())
-            while not self.server.started and not serving.done():
-                await asyncio.sleep(0.02)
-            self.ready.set()
-            await serving
+            await self.server.serve()
 
     def start(self) -> None:
         self.thread.start()
-        if not self.ready.wait(30) or self.failure is not None or self.server is None \
-                or not self.server.started:
-            raise RuntimeError(f"the live server did not start: {self.failure!r}")
+        deadline = time.monotonic() + 30
+        while not (self.server is not None and self.server.started):
+            if self.failure is not None or not self.thread.is_alive() \
+                    or time.monotonic() > deadline:
+                raise RuntimeError(f"the live server did not start: {self.failure!r}")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.server is not None:
