@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from app.api.console import CSP
+from app.observability import REPAIR_KINDS
 from tests.conftest import ADMIN_TOKEN, Harness, challenge_value
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -92,8 +93,7 @@ async def test_health_reports_database_budget_digitalocean_and_reconciler(
     harness.metrics.reconciled(report, 0.25)
     health = (await harness.client.get("/admin/health", headers=AUTH)).json()
     assert health["reconcile"]["outcome"] == "ok" and health["reconcile"]["seconds"] == 0.25
-    assert set(health["reconcile"]["repairs"]) == {"expired", "revoked", "retried", "forgotten",
-                                                   "recreated", "ghosts"}
+    assert set(health["reconcile"]["repairs"]) == set(REPAIR_KINDS)
     harness.metrics.reconciled(None, 1.0)
     failed = (await harness.client.get("/admin/health", headers=AUTH)).json()
     assert failed["reconcile"]["outcome"] == "failed"
