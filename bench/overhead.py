@@ -11,9 +11,14 @@ database, a fresh stand-in process and a fresh ``serve`` process, then:
   two small writes and an audit row) that costs no DigitalOcean call. Closed loop, one
   connection and one credential per client, concurrency 1 to 64; the stand-in's log
   proves that no DigitalOcean call was made.
+* **the floor**: at each concurrency, the same clients and bodies against a bare FastAPI
+  route that parses the body (``bench/_floor.py``, served like ``serve``), in
+  ``--rounds`` rounds alternating with the service (the order swapped each round), so
+  the machine's other load falls on both alike; ``floor_ratio`` is the service's
+  throughput over the floor's.
 * **new-value path, paced**: a new value every ``--paced-interval`` seconds, a rate the
-  DigitalOcean budget sustains. In steady state each update is one create and one
-  eviction (a name keeps MAX_VALUES_PER_NAME=2 values), i.e. two DigitalOcean calls.
+  DigitalOcean budget sustains. In steady state a name holds MAX_VALUES_PER_NAME=2
+  values, so each update overwrites the oldest record in place: one DigitalOcean call.
 * **new-value path, short burst**: ``--burst-concurrency`` clients, unpaced, for as many
   updates as what is left of one minute's budget. It shows the service's own capacity
   for new values; it is not sustainable, because the budget (ACME_DELEGATE_DO_RATE_PER_
@@ -134,6 +139,7 @@ async def closed_loop(served: Serve, jobs: Sequence[Job], *, total: int, seconds
         "served": len(latencies),
         "requests_done": done,
         "server_cpu_s": server_cpu,
+        "wall_s": wall,
         **latency_summary(latencies),
         "throughput_rps": round(len(latencies) / wall, 1) if wall else math.nan,
         "seconds": round(wall, 2),
@@ -147,7 +153,7 @@ async def closed_loop(served: Serve, jobs: Sequence[Job], *, total: int, seconds
 
 def merged(rounds: Sequence[dict[str, Any]], samples: Sequence[float]) -> dict[str, Any]:
     """One level's result from its rounds (``samples``: the 200s' latencies of all)."""
-    wall = sum(r["seconds"] for r in rounds)
+    wall = sum(r["wall_s"] for r in rounds)
     served = sum(r["served"] for r in rounds)
     done = sum(r["requests_done"] for r in rounds)
     cpu = sum(r["server_cpu_s"] for r in rounds)
@@ -163,7 +169,7 @@ def merged(rounds: Sequence[dict[str, Any]], samples: Sequence[float]) -> dict[s
         "server_cpu_ms_per_request": round(cpu * 1000 / done, 3) if done else math.nan,
         "server_cores_busy": round(cpu / wall, 2) if wall else math.nan,
         "loadgen_cores_busy": round(
-            sum(r["loadgen_cores_busy"] * r["seconds"] for r in rounds) / wall, 2)
+            sum(r["loadgen_cores_busy"] * r["wall_s"] for r in rounds) / wall, 2)
         if wall else math.nan,
         "statuses": dict(statuses),
         "errors": done - statuses.get("200", 0),
@@ -423,7 +429,7 @@ def report(result: dict[str, Any]) -> str:
                   "floor req/s", "/ floor", "server CPU ms/req", "floor CPU ms/req",
                   "errors"], repeat_rows)
     text += "\n" + table(
-        "New-value path (create + evict: DigitalOcean calls)",
+        "New-value path (a full name: the oldest record overwritten in place)",
         ["database", "DO latency", "load", "n", "p50 ms", "p99 ms", "req/s",
          "server CPU ms/update", "DO calls/update", "ceiling updates/min", "errors"],
         new_rows)

@@ -78,16 +78,24 @@ def test_overhead(database: str, tmp_path: Path) -> None:
     (config,) = result["configs"]
     assert config["database"] == database and config["prime_errors"] == 0
     assert [level["concurrency"] for level in config["repeat"]] == [1, 2]
-    for level in config["repeat"]:
+    for level, floor in zip(config["repeat"], config["floor"], strict=True):
         assert level["errors"] == 0, level["statuses"]
         assert level["n"] > 0 and finite_positive(level["p50_ms"])
         assert level["p50_ms"] <= level["p99_ms"]
         assert finite_positive(level["throughput_rps"])
-    # A repeated live value costs no DigitalOcean call; a new one a create and an eviction.
+        # The floor ran beside it, in as many rounds, and the ratio is theirs.
+        assert floor["errors"] == 0 and floor["rounds"] == level["rounds"] == 4
+        assert finite_positive(floor["throughput_rps"])
+        assert level["floor_ratio"] == round(level["throughput_rps"]
+                                             / floor["throughput_rps"], 3)
+        assert finite_positive(level["server_cpu_ms_per_request"])
+    # A repeated live value costs no DigitalOcean call; a new one on a full name overwrites
+    # the oldest record in place: one call.
     assert config["repeat_do_calls"]["total"] == 0
     paced = config["new_value_paced"]
-    assert paced["errors"] == 0 and paced["do_calls_per_update"] == 2
-    assert config["new_value_ceiling_per_minute"] == 120
+    assert paced["errors"] == 0 and paced["do_calls_per_update"] == 1
+    assert finite_positive(paced["server_cpu_ms_per_update"])
+    assert config["new_value_ceiling_per_minute"] == 240
     assert config["new_value_burst"]["errors"] == 0
     assert "Repeat path" in overhead.report(result)
 
