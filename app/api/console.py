@@ -12,12 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
-from starlette.exceptions import HTTPException
-from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from app.api.errors import error_response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 CONSOLE = Path(__file__).resolve().parent.parent / "console"
 
@@ -34,28 +29,8 @@ HEADERS = {
     # Revalidate every time: an upgrade never runs new pages against old scripts.
     "cache-control": "no-cache",
 }
-_RAW_HEADERS = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
-
-
-class ConsoleHeaders:
-    """The console's headers on every answer under it, replacing any of the same name."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", [])
-                        if k.lower().decode("latin-1") not in HEADERS]
-                message["headers"] = [*kept, *_RAW_HEADERS]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, with_headers)
-        except HTTPException as exc:  # StaticFiles' 404 and 405: answered here, with headers
-            await error_response(exc.status_code, "not_found" if exc.status_code == 404
-                                 else "method_not_allowed")(scope, receive, with_headers)
+_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+          ".svg": "image/svg+xml"}
 
 
 async def index() -> FileResponse:
@@ -66,7 +41,18 @@ async def index() -> FileResponse:
 
 def install(app: FastAPI) -> None:
     """Serve the console (``/console/`` arrives here as ``/console``: see NormalizePath)."""
+    # The files the page may load, listed once: a name outside the list is a 404, whatever
+    # it holds (no path from a URL ever reaches the filesystem).
+    assets = {path.name: path for path in (CONSOLE / "assets").iterdir()
+              if path.suffix in _TYPES}
+
+    async def asset(name: str) -> Response:
+        """A script, the stylesheet or the icon."""
+        path = assets.get(name)
+        if path is None:
+            return JSONResponse({"error": "not_found"}, status_code=404, headers=HEADERS)
+        return FileResponse(path, media_type=_TYPES[path.suffix], headers=HEADERS)
+
     app.add_api_route("/console", index, methods=["GET"], include_in_schema=False)
-    app.mount("/console/assets",
-              ConsoleHeaders(StaticFiles(directory=CONSOLE / "assets", follow_symlink=False)),
-              name="console-assets")
+    app.add_api_route("/console/assets/{name}", asset, methods=["GET"],
+                      include_in_schema=False)

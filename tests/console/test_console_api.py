@@ -36,6 +36,10 @@ async def test_console_is_served_with_a_strict_policy(harness: Harness) -> None:
     missing = await harness.client.get("/console/assets/nope.js")
     assert missing.status_code == 404
     assert missing.headers["content-security-policy"] == CSP
+    # Each answer is counted under its route, not as "unmatched".
+    metrics = harness.metrics.render().decode()
+    assert 'route="/console/assets/{name}",status="200"' in metrics
+    assert 'route="unmatched"' not in metrics
 
 
 def test_policy_allows_nothing_from_elsewhere_and_nothing_inline() -> None:
