@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,50 @@ def test_health_shows_database_digitalocean_budget_and_reconciler(
     wait(browser, lambda b: (b.find_element(By.ID, "health-refresh").click() or True)
          and "no pass yet" not in b.find_element(By.ID, "health-cards").text)
     assert "ok" in browser.find_element(By.CSS_SELECTOR, "[aria-label='Reconciler']").text
+
+
+def readme_blocks(heading: str) -> list[str]:
+    """The fenced code blocks of the README section that starts with ``heading``."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split(f"\n{heading}", 1)[1].split("\n#", 1)[0]
+    return re.findall(r"^```[a-z]*\n(.*?)^```", section, re.M | re.S)
+
+
+def test_client_configuration_matches_the_readme(browser: Any, live_service: LiveService
+                                                 ) -> None:
+    """What the console hands out is what the README documents (for example.com, with
+    the README's placeholders filled in), so the two cannot drift apart unnoticed."""
+    go(browser, live_service, "issue")
+    visible(browser, "#i-domain").send_keys("example.com")
+    browser.find_element(By.CSS_SELECTOR, "#issue-form button[type=submit]").click()
+    key = visible(browser, "#issue-result-key").text
+    snippets = {el.get_attribute("data-client"): el.find_element(By.TAG_NAME, "pre").text
+                for el in browser.find_elements(By.CSS_SELECTOR, "#issue-result [data-client]")}
+    account = json.loads(snippets["acme-dns-json"])
+    assert account["password"] == key
+
+    def filled(block: str) -> str:
+        for placeholder, value in (("<username>", account["username"]), ("<password>", key),
+                                   ("<subdomain>", account["subdomain"])):
+            block = block.replace(placeholder, value)
+        return block.strip()
+
+    [issuer] = [b for b in readme_blocks("### cert-manager") if "ClusterIssuer" in b]
+    assert list(yaml.safe_load_all(snippets["cert-manager"]))[1] == yaml.safe_load(issuer)
+    assert filled(readme_blocks("### acme.sh")[0]) == snippets["acme-sh"]
+    assert filled(readme_blocks("### Caddy")[0]) == snippets["caddy"]
+    certbot = next(b for b in readme_blocks("### certbot") if "--manual-auth-hook" in b)
+    assert filled(certbot) in snippets["certbot"]
+    httpreq = readme_blocks("### lego (`httpreq`")[0]
+    for line in filled(httpreq).splitlines():
+        if line.startswith("HTTPREQ_"):
+            assert line in snippets["lego-httpreq"]
+    lego = readme_blocks("### lego and Traefik")[0]
+    for variable in ("ACME_DNS_API_BASE=https://acme-delegate.example.net",
+                     "ACME_DNS_STORAGE_PATH="):
+        assert variable in lego and variable in snippets["lego"]
+    for provider in re.findall(r"--dns (\S+)", lego):
+        assert f"--dns {provider} " in snippets["lego"], provider
 
 
 def test_every_field_has_a_label(browser: Any, live_service: LiveService) -> None:

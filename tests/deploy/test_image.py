@@ -215,3 +215,7 @@ def test_install_image_in_a_fresh_environment(tmp_path: Path) -> None:
         [str(target / "bin" / "python"), "-c", "import app; print(app.__file__)"],
         cwd=work, env=env, capture_output=True, text=True, timeout=60, check=True)
     assert where.stdout.strip().startswith(str(target)), where.stdout
+    # The operator console ships inside the package: the image serves it air-gapped.
+    package = Path(where.stdout.strip()).parent
+    for asset in ("console/index.html", "console/assets/app.js", "console/assets/console.css"):
+        assert (package / asset).is_file(), asset

@@ -15,7 +15,7 @@ const DAY = 86400 * 1000;
 const USERNAME = /^[0-9a-fA-F-]{36}$/;
 
 const state = {
-  publicUrl: null,
+  publicUrl: undefined, // PUBLIC_URL as /admin/health tells; undefined: not asked yet
   accountsOffset: 0,
 };
 
@@ -118,7 +118,7 @@ async function signIn(event) {
 
 function signOut(reason) {
   token.forget();
-  state.publicUrl = null;
+  state.publicUrl = undefined;
   forgetKeys();
   for (const table of ['#accounts-table', '#audit-table']) fill($(`${table} tbody`));
   fill($('#health-cards'));
@@ -307,7 +307,7 @@ async function rotate() {
   try {
     const issued = await api('POST', `/admin/accounts/${encodeURIComponent(account.username)}/rotate`);
     announce('Rotated: the old key no longer works.');
-    renderIssued($('#account-issued'), { ...account, ...issued }, 'New key for');
+    await renderIssued($('#account-issued'), { ...account, ...issued }, 'New key for');
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     announce(error.message, true);
@@ -346,10 +346,23 @@ function snippetBlock(config, pre) {
     pre);
 }
 
+/** The service's URL for clients: PUBLIC_URL when set, else this page's origin. */
+async function serverUrl() {
+  if (state.publicUrl === undefined) {
+    try {
+      state.publicUrl = (await api('GET', '/admin/health')).public_url;
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      return window.location.origin; // ask again next time
+    }
+  }
+  return state.publicUrl || window.location.origin;
+}
+
 /** The credential with its key, shown once, and each client's configuration. */
-function renderIssued(container, account, heading) {
+async function renderIssued(container, account, heading) {
   const serverInput = h('input', { id: `${container.id}-server`, type: 'text', spellcheck: 'false',
-    value: state.publicUrl || window.location.origin });
+    value: await serverUrl() });
   const serverError = h('p', { class: 'error', role: 'alert' });
   const configs = clientConfigs(account, cleanServerUrl(serverInput.value) || window.location.origin);
   const pres = configs.map((c) => h('pre', { tabindex: 0, 'aria-label': c.title }, h('code', {}, c.text)));
@@ -413,7 +426,7 @@ async function issue(event) {
     form.reset();
     form.hidden = true; // the credential is what matters now
     $('#issue-again').hidden = false;
-    renderIssued($('#issue-result'), account, 'Issued for');
+    await renderIssued($('#issue-result'), account, 'Issued for');
   } catch (failure) {
     if (!(failure instanceof ApiError)) throw failure;
     error.textContent = failure.message;
