@@ -63,7 +63,7 @@ async def build_services(
     if token is None:
         raise StartupError(
             "no DigitalOcean token: set ACME_DELEGATE_DO_TOKEN or ACME_DELEGATE_DO_TOKEN_FILE "
-            "(a token with domain:read, domain:create and domain:delete is enough)"
+            "(a token with domain:read, domain:create, domain:update and domain:delete)"
         )
     engine = create_engine(settings.database_url)
     # Held advisory locks get their own pool (see SqlStore); SQLite needs none.
@@ -139,7 +139,7 @@ async def check_provider(services: Services) -> None:
         if isinstance(cause, DigitalOceanAuthError):
             raise StartupError(
                 "DigitalOcean refused the token (401/403): check ACME_DELEGATE_DO_TOKEN and its "
-                "scopes (domain:read, domain:create, domain:delete)"
+                "scopes (domain:read, domain:create, domain:update, domain:delete)"
             ) from exc
         event(log, "startup.provider_unreachable", logging.WARNING, error=str(cause or exc))
         return

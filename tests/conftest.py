@@ -58,7 +58,9 @@ def postgres_available() -> str | None:
             await engine.dispose()
 
     try:
-        asyncio.run(asyncio.wait_for(probe(), 5))
+        # CREATE DATABASE copies a template and checkpoints: seconds on a loaded machine
+        # (five helpers on two cores timed it out at 5 s).
+        asyncio.run(asyncio.wait_for(probe(), 30))
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

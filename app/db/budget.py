@@ -47,6 +47,22 @@ class DatabaseWindow:
             await conn.commit()
             return wait
 
+    async def ages(self) -> list[float]:
+        """Seconds since each request of the last hour, youngest first (database time on
+        PostgreSQL)."""
+        async with self._engine.connect() as conn:
+            if self._postgres:
+                rows = await conn.execute(text(
+                    "SELECT EXTRACT(EPOCH FROM clock_timestamp() - at) FROM do_requests "
+                    "WHERE at > clock_timestamp() - make_interval(secs => :hour) "
+                    "ORDER BY at DESC"), {"hour": HOUR})
+                return [float(r[0]) for r in rows]
+            now = datetime.now(UTC)
+            rows = await conn.execute(
+                select(DoRequestRow.at).where(DoRequestRow.at > now - timedelta(seconds=HOUR))
+                .order_by(DoRequestRow.at.desc()))
+            return [(now - _aware(r[0])).total_seconds() for r in rows]
+
     async def _take(self, conn: AsyncConnection, per_minute: int, per_hour: int) -> float:
         if self._postgres:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
@@ -84,11 +100,7 @@ class DatabaseWindow:
             select(func.count(), func.min(DoRequestRow.at)).where(in_hour))).one()
 
         def age(at: object) -> float:
-            if at is None:
-                return 0.0
-            when = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
-            when = when if when.tzinfo else when.replace(tzinfo=UTC)
-            return (now - when).total_seconds()
+            return 0.0 if at is None else (now - _aware(at)).total_seconds()
 
         return int(minute), int(hour), age(oldest_minute), age(oldest_hour)
 
@@ -104,3 +116,8 @@ async def window_usage(engine: AsyncEngine) -> tuple[int, int]:
     async with engine.connect() as conn:
         minute, hour = (await conn.execute(counts)).one()
     return int(minute), int(hour)
+
+
+def _aware(at: object) -> datetime:
+    when = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

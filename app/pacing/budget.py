@@ -2,27 +2,43 @@
 
 The account has 250 requests a minute and 5,000 an hour for *everything*. Every
 request to DigitalOcean first takes a slot here; a deployment of several replicas
-shares one window through the database (``SharedWindow``), one process keeps it in
-memory. Waiters are served first come, first served; one that cannot get a slot
-within its bounded wait fails at once with a ``retry_after`` hint, so the client
-hears "503, come back in N seconds" instead of DigitalOcean ever saying 429.
+shares one window through the database (``app.db.budget``), one process keeps it in
+memory.
+
+Who goes next is a fair queue, not first come first served: lanes first (revocations,
+then clients' writes, then housekeeping: see ``app.pacing.terms``), and within a lane
+the credential that spent least in the last hour before one that spent much, arrival
+order breaking ties. Housekeeping takes a slot only while a fifth of the window is free
+(``SPARE``): it never delays a client.
+
+A request that cannot have its turn within its bounded wait is refused at once with the
+estimated wait (from the window's own timestamps and the queue ahead) as ``retry_after``,
+so the client hears "503, come back in N seconds" instead of DigitalOcean ever saying
+429, and N is when its turn would have come, not a constant.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import heapq
+import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.core.ports import ProviderError
+from app.pacing.terms import Lane, current_spender
 
 # Windows a little longer than DigitalOcean's: a slot is taken a moment before the
 # request arrives there, and arrival times bunch up more than taking times.
 MINUTE = 61.0
 HOUR = 3601.0
+# The share of the window housekeeping leaves alone: it spends only what is spare.
+SPARE = 0.2
 
 
 class BudgetExhausted(ProviderError):
@@ -38,6 +54,10 @@ class SharedWindow(Protocol):
 
     async def try_take(self, per_minute: int, per_hour: int) -> float:
         """Take a slot and return 0, or return the seconds until one frees up."""
+        ...
+
+    async def ages(self) -> list[float]:
+        """Seconds since each slot of the last hour was taken, youngest first."""
         ...
 
 
@@ -63,6 +83,44 @@ class LocalWindow:
         self._taken.append(now)
         return 0.0
 
+    async def ages(self) -> list[float]:
+        now = self._clock()
+        return [now - t for t in reversed(self._taken) if t > now - HOUR]
+
+
+def time_until_slot(ages: Sequence[float], ahead: int, per_minute: int, per_hour: int
+                    ) -> float:
+    """Seconds until the slot of the request with ``ahead`` requests before it frees up,
+    if every one of them takes the first slot it can: each taken slot frees again a
+    MINUTE (and an HOUR) after it was taken."""
+    minute = [MINUTE - a for a in ages if a < MINUTE]  # when each frees, from now
+    hour = [HOUR - a for a in ages if a < HOUR]
+    heapq.heapify(minute)
+    heapq.heapify(hour)
+    at = 0.0
+    for _ in range(ahead + 1):
+        while True:
+            while minute and minute[0] <= at:
+                heapq.heappop(minute)
+            while hour and hour[0] <= at:
+                heapq.heappop(hour)
+            full = [h[0] for h, limit in ((minute, per_minute), (hour, per_hour))
+                    if len(h) >= limit]
+            if not full:
+                break
+            at = max(at, min(full))
+        heapq.heappush(minute, at + MINUTE)
+        heapq.heappush(hour, at + HOUR)
+    return at
+
+
+@dataclass(order=True)
+class _Ticket:
+    order: tuple[int, int, int]  # lane, slots its credential took this hour, arrival
+    key: str = field(compare=False)
+    lane: Lane = field(compare=False)
+    turn: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
+
 
 class RateBudget:
     def __init__(
@@ -76,43 +134,96 @@ class RateBudget:
     ) -> None:
         self.per_minute = per_minute
         self.per_hour = per_hour
-        self._window = window or LocalWindow(clock)
+        self._window: SharedWindow = window or LocalWindow(clock)
         self._clock = clock
         self._sleep = sleep
-        self._fifo = asyncio.Lock()  # asyncio.Lock wakes waiters in arrival order
-        self._waiting = 0
+        self._queue: list[_Ticket] = []  # sorted: the head is served next
+        self._arrivals = itertools.count()
         self._blocked_until = 0.0  # DigitalOcean said the token's budget is spent
         self._recent: deque[float] = deque()
+        self._spent: dict[str, deque[float]] = {}
         self.taken = 0
+        self.refused = 0
+
+    def limits(self, lane: Lane) -> tuple[int, int]:
+        """The window as ``lane`` sees it: housekeeping leaves SPARE of it alone."""
+        if lane is Lane.HOUSEKEEPING:
+            return (max(1, math.floor(self.per_minute * (1 - SPARE))),
+                    max(1, math.floor(self.per_hour * (1 - SPARE))))
+        return self.per_minute, self.per_hour
 
     async def acquire(self, max_wait: float) -> None:
-        """Take one request slot, waiting at most ``max_wait`` seconds, or BudgetExhausted."""
+        """Take one request slot for the current spender (``app.pacing.terms.spending``),
+        waiting at most ``max_wait`` seconds for its turn, or BudgetExhausted."""
+        spender = current_spender()
+        ticket = _Ticket((int(spender.lane), self._spent_by(spender.key),
+                          next(self._arrivals)), spender.key, spender.lane)
+        bisect.insort(self._queue, ticket)
         deadline = self._clock() + max_wait
-        self._waiting += 1
         try:
-            try:
-                # asyncio.timeout, not wait_for: 3.11's wait_for can lose a lock it acquired
-                # just as the time ran out.
-                async with asyncio.timeout(max(max_wait, 0.001)):
-                    await self._fifo.acquire()
-            except TimeoutError:
-                raise BudgetExhausted(self._estimate()) from None
-            try:
-                while True:
+            ahead = self._queue.index(ticket)
+            if ahead:
+                # Not next: refuse at once, truthfully, if its turn cannot come in time.
+                estimate = await self._estimate(ticket)
+                if estimate > max_wait:
+                    raise self._refuse(estimate)
+            while True:
+                if self._queue[0] is ticket:
                     wait = max(self._blocked_until - self._clock(), 0.0)
                     if wait == 0.0:
-                        wait = await self._window.try_take(self.per_minute, self.per_hour)
+                        wait = await self._window.try_take(*self.limits(ticket.lane))
                         if wait == 0.0:
-                            self.taken += 1
-                            self._recent.append(self._clock())
+                            self._took(ticket.key)
                             return
                     if self._clock() + wait > deadline:
-                        raise BudgetExhausted(wait + self._estimate())
+                        raise self._refuse(max(wait, await self._estimate(ticket)))
                     await self._sleep(wait)
-            finally:
-                self._fifo.release()
+                    continue
+                ticket.turn.clear()
+                try:
+                    async with asyncio.timeout(max(deadline - self._clock(), 0.001)):
+                        await ticket.turn.wait()
+                except TimeoutError:
+                    raise self._refuse(await self._estimate(ticket)) from None
         finally:
-            self._waiting -= 1
+            was_head = self._queue and self._queue[0] is ticket
+            self._queue.remove(ticket)
+            if was_head and self._queue:
+                self._queue[0].turn.set()
+
+    def _refuse(self, estimate: float) -> BudgetExhausted:
+        self.refused += 1
+        return BudgetExhausted(math.ceil(estimate))
+
+    async def _estimate(self, ticket: _Ticket) -> float:
+        """Seconds until ``ticket``'s turn: the window's timestamps, the queue ahead."""
+        ahead = self._queue.index(ticket) if ticket in self._queue else len(self._queue)
+        held = max(self._blocked_until - self._clock(), 0.0)
+        ages = await self._window.ages()
+        return held + time_until_slot(ages, ahead, *self.limits(ticket.lane))
+
+    def _took(self, key: str) -> None:
+        now = self._clock()
+        self.taken += 1
+        self._recent.append(now)
+        spent = self._spent.setdefault(key, deque())
+        spent.append(now)
+
+    def _spent_by(self, key: str) -> int:
+        spent = self._spent.get(key)
+        if spent is None:
+            return 0
+        now = self._clock()
+        while spent and spent[0] <= now - HOUR:
+            spent.popleft()
+        if not spent:
+            del self._spent[key]
+            return 0
+        return len(spent)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
 
     def in_last_minute(self) -> int:
         """Slots this process took in the last minute (for the metrics)."""
@@ -131,7 +242,3 @@ class RateBudget:
             return
         if left is not None and left <= 0 and reset_at is not None:
             self._blocked_until = self._clock() + max(0.0, reset_at - time.time())
-
-    def _estimate(self) -> float:
-        """Seconds until the waiters ahead are likely served: a Retry-After hint."""
-        return math.ceil(self._waiting * MINUTE / self.per_minute)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -85,3 +86,77 @@ async def test_processes_share_one_window_in_the_database(database_url: str) -> 
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+# The fair queue: lanes, shares by credential, spare budget for housekeeping, true hints
+
+from app.pacing.budget import SPARE, time_until_slot  # noqa: E402
+from app.pacing.terms import Lane, spending  # noqa: E402
+
+
+def test_time_until_slot_replays_the_window() -> None:
+    # Two a minute, taken 10 s and 5 s ago: the next frees at 51 s, then 56 s; the third
+    # request ahead waits for the first new slot to free again.
+    ages = [5.0, 10.0]
+    assert time_until_slot(ages, 0, 2, 100) == pytest.approx(MINUTE - 10)
+    assert time_until_slot(ages, 1, 2, 100) == pytest.approx(MINUTE - 5)
+    assert time_until_slot(ages, 2, 2, 100) == pytest.approx(2 * MINUTE - 10)
+    assert time_until_slot([], 0, 2, 100) == 0.0
+    # The hour binds too.
+    assert time_until_slot([100.0, 200.0], 0, 10, 2) == pytest.approx(HOUR - 200)
+
+
+async def test_lanes_go_in_order_and_a_small_spender_before_a_big_one() -> None:
+    clock = FakeClock()
+
+    async def sleep(seconds: float) -> None:  # time moves only when the test says
+        await asyncio.sleep(0)
+
+    budget = RateBudget(per_minute=1, per_hour=1000, clock=clock, sleep=sleep)
+    with spending(Lane.CLIENT, "greedy"):
+        for n in range(3):
+            clock.now += MINUTE if n else 0
+            await budget.acquire(max_wait=1000)
+    order: list[str] = []
+
+    async def one(lane: Lane, key: str) -> None:
+        with spending(lane, key):
+            await budget.acquire(max_wait=10_000)
+        order.append(f"{lane.name.lower()}:{key}")
+
+    tasks = [asyncio.create_task(one(lane, key)) for lane, key in (
+        (Lane.HOUSEKEEPING, "reconcile"), (Lane.CLIENT, "greedy"), (Lane.CLIENT, "modest"),
+        (Lane.REVOCATION, "revoked"))]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert budget.waiting == 4 and order == []
+    while not all(t.done() for t in tasks):
+        clock.now += 1
+        await asyncio.sleep(0)
+    assert order == ["revocation:revoked", "client:modest", "client:greedy",
+                     "housekeeping:reconcile"]
+
+
+async def test_housekeeping_spends_only_spare_budget() -> None:
+    clock = FakeClock()
+    budget = RateBudget(per_minute=10, per_hour=1000, clock=clock, sleep=clock.sleep)
+    busy = round(10 * (1 - SPARE))
+    for _ in range(busy):
+        await budget.acquire(max_wait=0)
+    with spending(Lane.HOUSEKEEPING, "reconcile"), pytest.raises(BudgetExhausted):
+        await budget.acquire(max_wait=0)
+    await budget.acquire(max_wait=0)  # a client still has the spare share
+
+
+async def test_a_refusal_names_the_moment_its_turn_comes() -> None:
+    clock = FakeClock()
+    budget = RateBudget(per_minute=2, per_hour=1000, clock=clock, sleep=clock.sleep)
+    await budget.acquire(max_wait=0)
+    clock.now += 10
+    await budget.acquire(max_wait=0)
+    with pytest.raises(BudgetExhausted) as caught:
+        await budget.acquire(max_wait=5)
+    hint = caught.value.retry_after
+    assert hint == math.ceil(MINUTE - 10)
+    clock.now += hint
+    await budget.acquire(max_wait=0)  # served at the moment it was told
