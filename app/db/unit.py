@@ -29,12 +29,22 @@ BUMP_LIVE = (update(_values)
 BUMP_LIVE_LOCKED = BUMP_LIVE.where(
     func.pg_try_advisory_xact_lock(bindparam("key", type_=BigInteger)))
 TOUCH = (update(_accounts).where(_accounts.c.id == bindparam("account_id"))
-         .values(last_used_at=bindparam("at")))
+         .values(last_used_at=bindparam("used_at")))
 REHASH = (update(_accounts)
           .where(_accounts.c.username == bindparam("who"),
                  _accounts.c.key_hash == bindparam("expected"))
           .values(key_hash=bindparam("key_hash")))
 AUDIT = insert(_audit)
+# PostgreSQL: last-used and the audit row in one round trip (a data-modifying WITH runs
+# once whether or not the statement reads it).
+# Every value of it is a named parameter that no column of ``accounts`` is called: an
+# execution's extra keys that match column names would join the UPDATE's SET clause.
+_AUDIT_FIELDS = ("at", "event", "outcome", "username", "client", "name",
+                 "value_fingerprint", "detail")
+AUDIT_AND_TOUCH = (insert(_audit)
+                   .values({**{f: bindparam(f"audit_{f}") for f in _AUDIT_FIELDS},
+                            "count": 1})
+                   .add_cte(TOUCH.cte("touched")))
 # The newest row of the same refusal (event, outcome, client, username, name) begun since
 # a time; ``IS NOT DISTINCT FROM`` so that missing fields match (SQLite spells it IS).
 SAME_REFUSAL = (
@@ -77,6 +87,7 @@ class SqlUnit:
         self._durable = durable
         self._held: list[tuple[str, asyncio.Lock]] = []
         self._audited: list[AuditEvent] = []
+        self._touch: dict[str, Any] | None = None  # a last-used not sent yet (PostgreSQL)
         self._open = True
 
     async def _execute(self, statement: Any, params: dict[str, Any]) -> Any:
@@ -84,6 +95,9 @@ class SqlUnit:
             raise RuntimeError("this unit of work has ended")
         if self._conn is None:
             self._conn = await self._engine.connect()
+        if self._touch is not None:
+            touch, self._touch = self._touch, None
+            await self._conn.execute(TOUCH, touch)  # kept in order with what follows
         return await self._conn.execute(statement, params)
 
     async def account(self, username: str) -> Account | None:
@@ -103,7 +117,11 @@ class SqlUnit:
         return bool(getattr(result, "rowcount", 0))
 
     async def touch_account(self, account_id: int, at: datetime) -> None:
-        await self._execute(TOUCH, {"account_id": account_id, "at": at})
+        touch = {"account_id": account_id, "used_at": at}
+        if self._postgres:
+            self._touch = touch  # sent with the next statement (the audit row's, usually)
+        else:
+            await self._execute(TOUCH, touch)
 
     async def set_key_hash(self, username: str, key_hash: str, *, expected: str) -> bool:
         result = await self._execute(
@@ -111,7 +129,12 @@ class SqlUnit:
         return bool(getattr(result, "rowcount", 0))
 
     async def audit(self, event: AuditEvent) -> None:
-        await self._execute(AUDIT, audit_row(event))
+        if self._touch is not None:
+            params = {f"audit_{k}": v for k, v in audit_row(event).items()}
+            params, self._touch = {**params, **self._touch}, None
+            await self._execute(AUDIT_AND_TOUCH, params)
+        else:
+            await self._execute(AUDIT, audit_row(event))
         self._audited.append(event)
 
     async def audit_repeated(self, event: AuditEvent, window: timedelta) -> None:
@@ -132,8 +155,11 @@ class SqlUnit:
     async def commit(self) -> None:
         if not self._open:
             return
-        wrote = self._conn is not None
         try:
+            if self._touch is not None:
+                touch, self._touch = self._touch, None
+                await self._execute(TOUCH, touch)
+            wrote = self._conn is not None
             if self._conn is not None:
                 await self._conn.commit()
         except BaseException:

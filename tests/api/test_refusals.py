@@ -93,7 +93,12 @@ async def test_a_repeat_is_one_unit_of_work(harness: Harness, path: str) -> None
     response = await ENDPOINTS[path](harness, account, own_target(path, account))
     assert response.status_code == 200
     assert harness.do_calls() == calls
-    after = (await harness.services.accounts.get(account["username"])).last_used_at
+    used = await harness.services.accounts.get(account["username"])
+    after = used.last_used_at
     assert before is not None and after is not None and after > before
+    # Only last-used moved (PostgreSQL sends it with the audit row: nothing else may ride).
+    assert (used.username, used.name, used.label, used.key_hash) == (
+        account["username"], account["fulldomain"], account["subdomain"],
+        (await harness.services.accounts.get(account["username"])).key_hash)
     trail = await harness.services.accounts.audit_trail(AuditQuery(limit=1))
     assert (trail[0].event, trail[0].outcome) == (path.strip("/"), "ok")
