@@ -285,6 +285,23 @@ def test_rotate_then_revoke(browser: Any, live_service: LiveService) -> None:
     assert csp_violations(browser) == []
 
 
+def test_revoke_says_when_digitalocean_could_not_remove_a_value(
+        browser: Any, live_service: LiveService) -> None:
+    account = httpx.post(f"{live_service.url}/admin/accounts", json={"domain": "old.example.com"},
+                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10).json()
+    assert update(live_service, account, challenge_value(9)) == 200
+    go(browser, live_service, f"account/{account['username']}")
+    live_service.do.update_faults(methods=["DELETE"], error_next=4, error_status=500)
+    try:
+        browser.find_element(By.ID, "account-revoke").click()
+        visible(browser, "#confirm-ok").click()
+        text_in(browser, "#account-result", "Revoked.")
+        text_in(browser, "#account-result", "1 could not be removed from DigitalOcean yet")
+    finally:
+        live_service.do.update_faults(error_next=0, methods=None)
+    assert update(live_service, account, challenge_value(10)) == 401
+
+
 def test_audit_lists_the_actions_just_taken(browser: Any, live_service: LiveService) -> None:
     username = seen["account"]["username"]
     go(browser, live_service, "audit")

@@ -326,9 +326,12 @@ async function revoke() {
     fill($('#account-issued'));
     showAccount(revoked);
     const removed = revoked.removed_values;
+    const pending = revoked.pending_removal || 0;
     announce([h('strong', {}, 'Revoked. '),
       `TXT values removed from ${account.fulldomain}: ${removed}.`,
-      removed ? '' : ' (It held none.)']);
+      removed || pending ? '' : ' (It held none.)',
+      pending ? ` ${pending} could not be removed from DigitalOcean yet: the reconciler `
+        + 'retries them, and the credential no longer works.' : '']);
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     announce(error.message, true);
