@@ -14,8 +14,9 @@ PENDING row there (a crash or a lost answer) needs settling, and otherwise once 
 is never listed: nothing of ours can be there (every record is written down before it is
 asked for, and its row goes only once its deletion is confirmed). With a listing, per name:
 - settles PENDING rows: a create's record, if DigitalOcean made it after all, goes with
-  the row (the client never heard "200"); an in-place overwrite that landed is adopted,
-  one that did not is forgotten. Creates run under the name's lock, which every writer
+  the row (the client never heard "200"); an in-place overwrite is settled by reading its
+  record by id under the lock (a listing may predate a later overwrite of that record):
+  adopted if it landed, forgotten if not. Creates run under the name's lock, which every writer
   of the database shares (a PostgreSQL advisory lock; SQLite is one process, held to it
   by a lock file), so a PENDING row seen under that lock is stale for sure;
 - re-creates live values deleted behind our back;
@@ -193,8 +194,14 @@ class Reconciler:
         listed = {r.id: r for r in records}
         for row in rows:
             if row.state is ValueState.PENDING and row.record_id is not None:
-                # An in-place overwrite whose answer never came: the listing tells.
-                record = listed.get(row.record_id)
+                # An in-place overwrite whose answer never came. The zone's listing may be
+                # older than a later overwrite of the same record (this name's lock was
+                # free in between), so ask for that record now: one call, on this rare path.
+                try:
+                    record = await self._provider.get_record(zone, row.record_id)
+                except ProviderError as exc:
+                    report.failures.append(f"read {row.record_id}: {exc}")
+                    continue
                 old = next((r for r in rows if r.id != row.id and r.record_id == row.record_id
                             and r.state is not ValueState.PENDING), None)
                 if record is not None and record.data == row.value and old is not None:
@@ -204,19 +211,29 @@ class Reconciler:
                 else:
                     await self._store.delete_values([row.id])
                     report.forgotten += 1
-            elif row.state is ValueState.PENDING:
+            elif row.state is ValueState.PENDING and row.created_at < listed_at:
                 # Its record, if any, is unknown by id: the ghost sweep below removes it.
+                # (A row younger than the listing waits for the next pass, which lists
+                # again for it: its record may be missing from this listing.)
                 await self._store.delete_values([row.id])
                 report.forgotten += 1
         for row in await self._store.values_at(name):
-            if (row.state is ValueState.LIVE and row.record_id not in listed
-                  and row.updated_at < listed_at):
+            if row.state is not ValueState.LIVE or row.updated_at >= listed_at:
+                continue
+            if row.record_id not in listed:
                 await self._recreate(zone, row, report)
-            elif (row.state is ValueState.LIVE and row.record_id in listed
-                  and listed[row.record_id].data != row.value and row.updated_at < listed_at):
-                # Overwritten behind our back (or by an overwrite we forgot): the record now
-                # holds no value of ours; it is a ghost, and our value needs a record again.
-                await self._recreate(zone, row, report)
+            elif listed[row.record_id].data != row.value:
+                # The record holds another value, by the listing. Read it again before
+                # believing that (the listing may predate a change made since).
+                try:
+                    fresh = await self._provider.get_record(zone, row.record_id)
+                except ProviderError as exc:
+                    report.failures.append(f"read {row.record_id}: {exc}")
+                    continue
+                if fresh is None or fresh.data != row.value:
+                    # Overwritten behind our back: the record is a ghost now, and our
+                    # value needs a record again.
+                    await self._recreate(zone, row, report)
         # Records at our name that no row knows by id: ghosts of lost answers, duplicates.
         known = {r.record_id for r in await self._store.values_at(name)
                  if r.record_id is not None}

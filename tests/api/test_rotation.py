@@ -192,3 +192,31 @@ async def test_a_name_over_its_window_is_trimmed_whatever_left_it_there(
     assert await rows(harness, account) == [(V2, "live"), (V3, "live")]
     consistent(harness, await harness.services.store.values_at(account["fulldomain"]),
                account["fulldomain"])
+
+
+async def test_a_listing_older_than_a_later_overwrite_never_undoes_it(
+    harness: Harness, crash_at: CrashAt, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the chaos test: the reconciler listed a zone, an update overwrote a record
+    (the name's lock was free in between), and the stale listing then made a crashed
+    overwrite of that record look landed: the confirmed value was dropped."""
+    account, _ = await full(harness)
+    crash_at(harness.services.provider, "update_txt", after=True)
+    with pytest.raises(Crash):
+        await harness.update(account, V3)  # lands in DigitalOcean, never recorded
+    crash_at.restart()
+    provider = harness.services.provider
+    stale = await provider.list_txt("example.com")  # the reconciler's listing, taken now
+    assert (await harness.update(account, V4)).status_code == 200  # then this overwrite
+    assert harness.txt_at(account["fulldomain"]) == sorted([V2, V4])
+
+    async def listed_earlier(zone: str) -> Any:
+        return stale
+
+    monkeypatch.setattr(provider, "list_txt", listed_earlier)
+    report = await reconciler(harness, later=timedelta(minutes=1)).run_once()
+    monkeypatch.undo()
+    assert report.failures == [] and report.forgotten == 1 and report.adopted == 0
+    assert await rows(harness, account) == [(V2, "live"), (V4, "live")]  # V4 stays
+    consistent(harness, await harness.services.store.values_at(account["fulldomain"]),
+               account["fulldomain"])
