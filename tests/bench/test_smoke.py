@@ -166,10 +166,15 @@ def test_certs(tmp_path: Path) -> None:
     assert set(clients) == {"certbot/acme-delegate", "certbot/direct"}
     for client in clients.values():
         assert client["runs_ok"] == 1, client["runs"]
-        assert client["do_errors"] == 0 and client["txt_left_after_last_run"] == 0
+        assert client["do_errors"] == 0
         assert finite_positive(client["wall_s_median"])
-    # Through acme-delegate: two creates and two deletes, nothing listed.
-    assert clients["certbot/acme-delegate"]["do_calls_per_cert"] == 4
+    assert clients["certbot/direct"]["txt_left_after_last_run"] == 0
+    # Through acme-delegate: two creates, nothing listed; the cleanup hook retires the two
+    # values (their records stay until housekeeping), and the one reconcile pass after
+    # the run deletes them: deferred, counted apart.
+    ours = clients["certbot/acme-delegate"]
+    assert ours["do_calls_per_cert"] == ours["do_calls_first_issuance"] == 2
+    assert ours["txt_left_after_last_run"] == 2 and ours["deferred_calls"] == 2
     assert clients["certbot/direct"]["do_calls_per_cert"] >= 4
     (pair,) = config["pairs"]
     assert finite_positive(pair["wall_ratio"])
