@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     max_in_flight: int = Field(default=500, ge=1)
+    # Slow senders: seconds for a whole request head, and for a whole body; connections
+    # one client address may hold (IPv6: one /64; TRUSTED_PROXIES exempt).
+    head_timeout: float = Field(default=10.0, gt=0, le=300)
+    body_timeout: float = Field(default=10.0, gt=0, le=300)
+    max_connections_per_address: int = Field(default=32, ge=1)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

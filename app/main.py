@@ -139,8 +139,10 @@ def create_app(
     app.add_middleware(NormalizePath)
     if settings.tls_cert_file is not None:
         app.add_middleware(StrictTransport)
-    app.add_middleware(BodyGuard)
+    # The in-flight limit inside the body guard: a request takes a slot only once its
+    # body is in (a slow sender holds a socket and a small buffer, never a slot).
     app.add_middleware(InFlightLimit, limit=settings.max_in_flight)
+    app.add_middleware(BodyGuard, timeout=settings.body_timeout)
     # Added last, so outermost: it sees every request, errors included.
     app.add_middleware(Observe, metrics=metrics, trusted_proxies=settings.trusted_proxies)
     return app

@@ -65,6 +65,10 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("acme_delegate_http_requests", "HTTP requests",
                                 ["route", "method", "status"], registry=r)
+        self.connections_refused = Counter(
+            "acme_delegate_connections_refused",
+            "Connections refused because their address held MAX_CONNECTIONS_PER_ADDRESS",
+            registry=r)
         self.request_seconds = Histogram("acme_delegate_http_request_duration_seconds",
                                          "HTTP request latency", ["route"], buckets=_LATENCY,
                                          registry=r)

@@ -12,12 +12,14 @@ BODY_TIMEOUT = 10.0  # seconds for a whole body: a slow sender holds nothing for
 
 
 class BodyGuard:
-    """Reads each body before the app does, at most MAX_BODY bytes within BODY_TIMEOUT,
-    and answers 400/413/408 itself; the app then reads the buffered copy. So no route,
-    the admin API's included, can be made to buffer more or wait longer."""
+    """Reads each body before the app does, at most MAX_BODY bytes within ``timeout``
+    (BODY_TIMEOUT), and answers 400/413/408 itself; the app then reads the buffered copy.
+    So no route, the admin API's included, can be made to buffer more or wait longer. It
+    runs outside InFlightLimit: a body still arriving holds no in-flight slot."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, timeout: float = BODY_TIMEOUT) -> None:
         self.app = app
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -26,15 +28,15 @@ class BodyGuard:
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None:
             if not declared.isdigit():  # bytes.isdigit: ASCII digits only
-                await _answer(scope, receive, send, 400, "bad_request")
+                await _answer(scope, receive, send, 400, "bad_request", close=True)
                 return
             if int(declared) > MAX_BODY:
-                await _answer(scope, receive, send, 413, "payload_too_large")
+                await _answer(scope, receive, send, 413, "payload_too_large", close=True)
                 return
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(BODY_TIMEOUT):
+            async with asyncio.timeout(self.timeout):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -42,13 +44,13 @@ class BodyGuard:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > MAX_BODY:
-                        await _answer(scope, receive, send, 413, "payload_too_large")
+                        await _answer(scope, receive, send, 413, "payload_too_large", close=True)
                         return
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            await _answer(scope, receive, send, 408, "request_timeout")
+            await _answer(scope, receive, send, 408, "request_timeout", close=True)
             return
         body = b"".join(chunks)
         replayed = False
@@ -65,8 +67,8 @@ class BodyGuard:
 
 class InFlightLimit:
     """At most ``limit`` requests in progress; beyond, 503 at once. Connections that have
-    not finished sending a request do not count, so slow senders cannot lock others out
-    (the server closes them: see app.server)."""
+    not finished sending a request (head or body) do not count, so slow senders cannot
+    lock others out (their deadlines and per-address bound: app.server, BodyGuard)."""
 
     def __init__(self, app: ASGIApp, *, limit: int) -> None:
         self.app = app
@@ -88,7 +90,11 @@ class InFlightLimit:
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, status: int, code: str,
-                  retry_after: int | None = None) -> None:
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
-    await JSONResponse({"error": code}, status_code=status, headers=headers)(
+                  retry_after: int | None = None, *, close: bool = False) -> None:
+    """``close``: the body was not read to its end, so what follows on the connection is
+    not a request; the server closes it after the answer."""
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    if close:
+        headers["Connection"] = "close"
+    await JSONResponse({"error": code}, status_code=status, headers=headers or None)(
         scope, receive, send)

@@ -76,7 +76,8 @@ async def _serve(config: Settings, host: str, port: int, demo: Demo | None) -> b
             announce(issued, api_url=f"{scheme}://{host}:{port}",
                      dns_hostport=demo.dns_hostport)
         server = build_server(create_app(config, services=services, metrics=metrics), config,
-                              host=host, port=port)
+                              host=host, port=port,
+                              on_refused=metrics.connections_refused.inc)
         await server.serve()
         return server.started
 
