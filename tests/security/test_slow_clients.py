@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import multiprocessing
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,70 +49,83 @@ def slow_body(chunked: bool) -> tuple[bytes, bytes]:
             b"Content-Length: 16000\r\n\r\n{", b" ")
 
 
-class Flood:
-    """Connections that each send a start and then trickle one byte a second, from many
-    source addresses; reconnects what the server closed, so the pressure stays."""
+def _flood(host: str, port: int, starts: list[tuple[str, bytes, bytes]],
+           stop: Any, counts: Any) -> None:
+    """The flood itself, in a process of its own (so that its 1,200 sockets cost the
+    well-behaved client's timing nothing in this one): connections that each send a start
+    and then trickle one byte a second, reopened when the server closes them.
+    ``counts``: [opened, refused, held now]."""
+    live = Live("", host, port, str)
+    socks: list[socket.socket | None] = [None] * len(starts)
 
-    def __init__(self, live: Live, starts: list[tuple[str, bytes, bytes]]) -> None:
-        self.live = live
-        self.starts = starts
-        self.socks: list[socket.socket | None] = [None] * len(starts)
-        self.opened = 0
-        self.refused = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _open(self, i: int) -> None:
-        source, first, _ = self.starts[i]
+    def open_one(i: int) -> None:
+        source, first, _ = starts[i]
         try:
-            sock = open_from(self.live, source)
+            sock = open_from(live, source)
             sock.sendall(first)
             sock.setblocking(False)
-            self.socks[i] = sock
-            self.opened += 1
+            socks[i] = sock
+            counts[0] += 1
         except OSError:
-            self.refused += 1
+            counts[1] += 1
 
-    def _run(self) -> None:
-        for i in range(len(self.starts)):
-            self._open(i)
-        while not self._stop.wait(1.0):
-            for i, sock in enumerate(self.socks):
-                if sock is None:
-                    self._open(i)
-                    continue
-                try:
-                    if sock.recv(65536) == b"":
-                        raise ConnectionResetError
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    sock.close()
-                    self.socks[i] = None
-                    continue
-                try:
-                    sock.send(self.starts[i][2])
-                except OSError:
-                    sock.close()
-                    self.socks[i] = None
+    for i in range(len(starts)):
+        open_one(i)
+    counts[2] = sum(s is not None for s in socks)
+    while not stop.wait(1.0):
+        for i, sock in enumerate(socks):
+            if sock is None:
+                open_one(i)
+                continue
+            try:
+                if sock.recv(65536) == b"":
+                    raise ConnectionResetError
+            except BlockingIOError:
+                pass
+            except OSError:
+                sock.close()
+                socks[i] = None
+                continue
+            try:
+                sock.send(starts[i][2])
+            except OSError:
+                sock.close()
+                socks[i] = None
+        counts[2] = sum(s is not None for s in socks)
+    for sock in socks:
+        if sock is not None:
+            sock.close()
+
+
+class Flood:
+    """``_flood`` in another process, for the length of a ``with``."""
+
+    def __init__(self, live: Live, starts: list[tuple[str, bytes, bytes]]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.stop = context.Event()
+        self.counts = context.Array("i", 3)
+        self.total = len(starts)
+        self.process = context.Process(
+            target=_flood, args=(live.host, live.port, starts, self.stop, self.counts),
+            daemon=True)
 
     def __enter__(self) -> Flood:
-        self._thread.start()
+        self.process.start()
         deadline = time.monotonic() + 60
-        while self.opened + self.refused < len(self.starts) and time.monotonic() < deadline:
+        while self.counts[0] + self.counts[1] < self.total and time.monotonic() < deadline:
             time.sleep(0.1)
+        time.sleep(1.0)  # one round of trickling, and the held count, before we measure
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        for sock in self.socks:
-            if sock is not None:
-                sock.close()
+        self.stop.set()
+        self.process.join(20)
+        if self.process.is_alive():
+            self.process.kill()
 
     @property
     def held(self) -> int:
-        return sum(sock is not None for sock in self.socks)
+        return int(self.counts[2])
 
 
 def flood_sources(base: str, count: int, per_address: int) -> list[str]:
