@@ -115,8 +115,11 @@ async def build_services(
         reconciler = Reconciler(store, provider, challenges, lifetime=settings.record_lifetime,
                                 ttl=settings.txt_ttl, clock=accounts.now)
         gate = Gate(store, accounts.now, throttle=throttle)
-        yield Services(settings, engine, store, provider, budget, zones, challenges, accounts,
-                       reconciler, gate)
+        try:
+            yield Services(settings, engine, store, provider, budget, zones, challenges,
+                           accounts, reconciler, gate)
+        finally:
+            await throttle.close()
     finally:
         if own_http:
             await client.aclose()

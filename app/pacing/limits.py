@@ -9,6 +9,7 @@ replica counts alone, which still bounds abuse per replica.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import deque
 from collections.abc import Callable
@@ -106,6 +107,17 @@ class Throttle:
         if await self._limiter.hit(item, limit.value, key):
             return None
         return await self._retry_after(item, limit, key)
+
+    async def close(self) -> None:
+        """At shutdown: close a shared storage's connections (Redis); memory has none.
+        ``limits`` has no close of its own, so this reaches its client's pool."""
+        storage = getattr(self._limiter, "storage", None)
+        client = getattr(getattr(storage, "bridge", None), "storage", None)
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            result = pool.disconnect()
+            if inspect.isawaitable(result):
+                await result
 
     async def _retry_after(self, item: RateLimitItem, limit: Limit, key: str) -> float:
         stats = await self._limiter.get_window_stats(item, limit.value, key)
