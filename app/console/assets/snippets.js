@@ -102,11 +102,14 @@ export function clientConfigs(account, serverUrl) {
   configs.push({
     id: 'lego-httpreq',
     title: 'lego (httpreq provider)',
-    notes: ['Basic auth with the username and key; the fqdn must be the bound name.'],
+    notes: ['Basic auth with the username and key; the fqdn must be the bound name. Keep '
+      + "lego's CNAME support on for a delegated name (or use HTTPREQ_MODE=RAW)."],
     text: [
-      `HTTPREQ_ENDPOINT=${server} \\`,
-      `HTTPREQ_USERNAME=${account.username} HTTPREQ_PASSWORD=${account.password} \\`,
+      `export HTTPREQ_ENDPOINT=${server}`,
+      `export HTTPREQ_USERNAME=${account.username} HTTPREQ_PASSWORD=${account.password}`,
       `lego run --accept-tos --email you@example.com --dns httpreq -d ${domain}`,
+      '# lego v4:',
+      `lego --accept-tos --email you@example.com --dns httpreq -d ${domain} run`,
     ].join('\n'),
   });
 
@@ -119,7 +122,8 @@ export function clientConfigs(account, serverUrl) {
       `umask 077; cat > ${credentials} <<'EOF'`,
       certManagerJson,
       'EOF',
-      `certbot certonly --manual --preferred-challenges dns ${names} \\`,
+      'certbot certonly --agree-tos --email you@example.com --manual --preferred-challenges dns \\',
+      `  ${names} \\`,
       `  --manual-auth-hook "acme-delegate hook certbot-auth --server ${server} --credentials ${credentials}" \\`,
       `  --manual-cleanup-hook "acme-delegate hook certbot-cleanup --server ${server} --credentials ${credentials}"`,
     ].join('\n'),
@@ -128,7 +132,8 @@ export function clientConfigs(account, serverUrl) {
   configs.push({
     id: 'acme-sh',
     title: 'acme.sh',
-    notes: [],
+    notes: ['acme.sh holds one account per certificate: for several different names use one '
+      + 'delegated credential with more values per name and a CNAME per name.'],
     text: [
       `export ACMEDNS_BASE_URL=${server}`,
       `export ACMEDNS_USERNAME=${account.username} ACMEDNS_PASSWORD=${account.password} ACMEDNS_SUBDOMAIN=${account.subdomain}`,
