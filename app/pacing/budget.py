@@ -142,6 +142,7 @@ class RateBudget:
         self._blocked_until = 0.0  # DigitalOcean said the token's budget is spent
         self._recent: deque[float] = deque()
         self._spent: dict[str, deque[float]] = {}
+        self._ages: tuple[float, list[float]] | None = None  # (read at, ages then)
         self.taken = 0
         self.refused = 0
 
@@ -199,8 +200,18 @@ class RateBudget:
         """Seconds until ``ticket``'s turn: the window's timestamps, the queue ahead."""
         ahead = self._queue.index(ticket) if ticket in self._queue else len(self._queue)
         held = max(self._blocked_until - self._clock(), 0.0)
-        ages = await self._window.ages()
-        return held + time_until_slot(ages, ahead, *self.limits(ticket.lane))
+        return held + time_until_slot(await self._recent_ages(), ahead,
+                                      *self.limits(ticket.lane))
+
+    async def _recent_ages(self) -> list[float]:
+        """The window's ages, read at most once a second: a burst of arrivals must not
+        queue one database read each (a hint rounded up to whole seconds loses nothing)."""
+        now = self._clock()
+        if self._ages is None or now - self._ages[0] >= 1.0:
+            self._ages = (now, await self._window.ages())
+            return self._ages[1]
+        read_at, ages = self._ages
+        return [a + (now - read_at) for a in ages]
 
     def _took(self, key: str) -> None:
         now = self._clock()
