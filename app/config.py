@@ -13,6 +13,7 @@ from app.core.accounts import Registration
 from app.core.errors import InvalidDomain
 from app.core.names import IPNetwork, normalize_domain
 from app.db.engine import DatabaseUrlError, async_url
+from app.propagation import DIGITALOCEAN_NAMESERVERS, Nameserver, parse_nameserver
 
 DEFAULT_DATABASE_URL = "sqlite:///var/acme-delegate.sqlite3"
 DIGITALOCEAN_API_URL = "https://api.digitalocean.com"
@@ -83,6 +84,12 @@ class Settings(BaseSettings):
     head_timeout: float = Field(default=10.0, gt=0, le=300)
     body_timeout: float = Field(default=10.0, gt=0, le=300)
     max_connections_per_address: int = Field(default=32, ge=1)
+    # /update and /present answer 200 once every nameserver serves the new value, waiting
+    # at most this long (0: no waiting). Covers DigitalOcean's usual lag (certbot's plugin
+    # waits 10 s) and stays under the 30 s HTTP timeouts of Go clients.
+    wait_for_dns: float = Field(default=20.0, ge=0, le=300)
+    nameservers: Annotated[list[Nameserver], NoDecode] = list(DIGITALOCEAN_NAMESERVERS)
+    dns_timeout: float = Field(default=2.0, gt=0, le=30)  # one query to one nameserver
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -134,6 +141,20 @@ class Settings(BaseSettings):
                 return [ipaddress.ip_network(str(v), strict=False) for v in value]
             except ValueError as exc:
                 raise ValueError(f"not an address or CIDR: {exc}") from exc
+        return value
+
+    @field_validator("nameservers", mode="before")
+    @classmethod
+    def _nameservers(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, list):
+            try:
+                value = [v if isinstance(v, tuple) else parse_nameserver(str(v)) for v in value]
+            except ValueError as exc:
+                raise ValueError(str(exc)) from exc
+            if not value:
+                raise ValueError("name at least one nameserver (HOST:PORT), or set "
+                                 "ACME_DELEGATE_WAIT_FOR_DNS=0")
         return value
 
     @field_validator("log_level")

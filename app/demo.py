@@ -17,10 +17,14 @@ from pydantic import SecretStr
 
 from app.config import Settings
 from app.core.models import IssuedAccount
+from app.propagation import parse_nameserver
 from app.standin import Standin
 
 DEMO_ZONES = ("example.com", "example.org")
 DEMO_DELEGATION_DOMAIN = "acme.example.org"
+# The stand-in's DNS serves a change this long after the API call, as DigitalOcean's
+# nameservers lag its API: /update's 200 waits for it (ACME_DELEGATE_WAIT_FOR_DNS).
+DEMO_PROPAGATION_DELAY = 2.0
 
 
 @dataclass(frozen=True)
@@ -38,20 +42,25 @@ def start_demo(settings: Settings, *, dns_port: int) -> Iterator[Demo]:
     """
     with (
         tempfile.TemporaryDirectory(prefix="acme-delegate-demo-") as tmp_name,
-        Standin(zones=DEMO_ZONES, dns_port=dns_port) as standin,
+        Standin(zones=DEMO_ZONES, dns_port=dns_port,
+                propagation_delay=DEMO_PROPAGATION_DELAY) as standin,
     ):
         tmp = Path(tmp_name)
         update: dict[str, object] = {
             "do_token": SecretStr(standin.token),
             "do_api_url": standin.api_url,
             "delegation_domain": settings.delegation_domain or DEMO_DELEGATION_DOMAIN,
+            # 200 means the stand-in's DNS serves the value, as DigitalOcean's would.
+            "nameservers": [parse_nameserver(standin.dns_hostport)],
         }
         if "database_url" not in settings.model_fields_set:
             update["database_url"] = f"sqlite:///{tmp / 'demo.sqlite3'}"
         print(
             "\n*** STAND-IN MODE: no ACME_DELEGATE_DO_TOKEN, so nothing reaches DigitalOcean.\n"
             f"*** A local stand-in serves the DigitalOcean API at {standin.api_url} and DNS at\n"
-            f"*** {standin.dns_hostport} for the zones {', '.join(DEMO_ZONES)}.\n",
+            f"*** {standin.dns_hostport} for the zones {', '.join(DEMO_ZONES)}; its DNS serves a\n"
+            f"*** change {DEMO_PROPAGATION_DELAY:g} s after the API call, and /update answers "
+            "once it does.\n",
             file=sys.stderr,
             flush=True,
         )

@@ -19,7 +19,7 @@ from app.api.guards import BodyGuard, InFlightLimit
 from app.config import Settings
 from app.core.reconcile import ReconcileLoop
 from app.observability import Metrics, Observe
-from app.wiring import Services, build_services
+from app.wiring import Services, build_services, check_nameservers
 
 _SLASHES = re.compile(r"/{2,}")
 
@@ -111,6 +111,7 @@ def create_app(
             built = (services if services is not None else await stack.enter_async_context(
                 build_services(settings, http=http, metrics=metrics)))
             app.state.services = built
+            await check_nameservers(built)
             loop = ReconcileLoop(built.reconciler, settings.reconcile_interval,
                                  on_pass=metrics.reconciled)
             if reconcile:

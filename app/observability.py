@@ -105,6 +105,20 @@ class Metrics:
                                            "Reconcile pass duration", registry=r,
                                            buckets=(0.1, 0.5, 1, 5, 15, 60, 300))
 
+        self.dns_waits = Counter("acme_delegate_dns_waits",
+                                 "Waits for the nameservers after an update, by outcome: "
+                                 "seen, timeout (answered 200 not yet seen), unchecked (no "
+                                 "nameserver reachable), busy (too many waiting)",
+                                 ["outcome"], registry=r)
+        self.dns_wait_seconds = Histogram("acme_delegate_dns_wait_duration_seconds",
+                                          "Time from the write to the nameservers serving "
+                                          "the value", buckets=_LATENCY, registry=r)
+        self.dns_waiting = Gauge("acme_delegate_dns_waiting",
+                                 "Requests waiting for the nameservers now", registry=r)
+        self.nameserver_up = Gauge("acme_delegate_nameserver_up",
+                                   "1 while the nameserver answers queries, 0 while not",
+                                   ["nameserver"], registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -123,6 +137,15 @@ class Metrics:
 
     def update_forbidden(self) -> None:
         self.rotation_in_place.set(0)
+
+    def nameserver_reachable(self, nameserver: object, up: bool) -> None:
+        # Labels are the configured nameservers only: a bounded set.
+        self.nameserver_up.labels(str(nameserver)).set(1 if up else 0)
+
+    def dns_waited(self, outcome: str, seconds: float) -> None:
+        self.dns_waits.labels(outcome).inc()
+        if outcome in ("seen", "timeout"):
+            self.dns_wait_seconds.observe(seconds)
 
     def audited(self, item: AuditEvent) -> None:
         self.outcomes.labels(item.event, item.outcome).inc()

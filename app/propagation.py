@@ -224,7 +224,7 @@ class PropagationChecker:
         else:
             self._failures[ns] = DOWN_AFTER if decisive else self._failures[ns] + 1
             self._addresses.pop(ns, None)  # resolve its name again next time
-        if self.is_up(ns) != was_up:
+        if self.is_up(ns) != was_up and not decisive:  # a probe's caller says it itself
             if was_up:
                 event(log, "dns.nameserver_down", logging.WARNING, nameserver=str(ns),
                       error=answer.error)

@@ -26,6 +26,7 @@ from app.logs import event
 from app.observability import Metrics
 from app.pacing.budget import RateBudget
 from app.pacing.limits import Throttle
+from app.propagation import PropagationChecker
 from app.providers.digitalocean import DigitalOceanAuthError, DigitalOceanClient
 
 log = logging.getLogger("acme_delegate")
@@ -52,6 +53,8 @@ class Services:
     accounts: AccountService
     reconciler: Reconciler
     gate: Gate
+    # Which nameservers serve which values: the /update wait and `accounts check`.
+    propagation: PropagationChecker
 
 
 @asynccontextmanager
@@ -69,6 +72,10 @@ async def build_services(
     # Held advisory locks get their own pool (see SqlStore); SQLite needs none.
     lock_engine = (create_engine(settings.database_url, pool_size=LOCK_POOL)
                    if engine.dialect.name == "postgresql" else None)
+    propagation = PropagationChecker(
+        settings.nameservers, timeout=settings.dns_timeout,
+        on_reachability=metrics.nameserver_reachable if metrics else None,
+    )
     own_http = http is None
     client = http or httpx.AsyncClient(
         timeout=httpx.Timeout(settings.do_timeout, connect=5.0),
@@ -117,10 +124,11 @@ async def build_services(
         gate = Gate(store, accounts.now, throttle=throttle)
         try:
             yield Services(settings, engine, store, provider, budget, zones, challenges,
-                           accounts, reconciler, gate)
+                           accounts, reconciler, gate, propagation)
         finally:
             await throttle.close()
     finally:
+        await propagation.close()
         if own_http:
             await client.aclose()
         await engine.dispose()
@@ -159,3 +167,29 @@ async def check_provider(services: Services) -> None:
     for entry in settings.zones:
         if not any(entry == z or entry.endswith("." + z) for z in zones):
             event(log, "startup.zone_missing", logging.WARNING, zone=entry)
+
+
+async def check_nameservers(services: Services) -> None:
+    """Say once, at start-up, whether the nameservers answer. Unreachable ones (clusters
+    often block DNS egress) only warn: waits leave them out, and with none reachable
+    /update answers at once, as without ACME_DELEGATE_WAIT_FOR_DNS."""
+    settings = services.settings
+    if settings.wait_for_dns <= 0:
+        event(log, "startup.dns_wait_off")
+        return
+    zone = settings.delegation_domain or (settings.zones[0] if settings.zones else ".")
+    answers = await services.propagation.probe(zone)
+    down = [str(a.nameserver) for a in answers if not a.answered]
+    refused = [str(a.nameserver) for a in answers if a.answered and a.rcode == "REFUSED"]
+    if len(down) == len(answers):
+        event(log, "startup.nameservers_unreachable", logging.WARNING,
+              nameservers=",".join(down), effect="updates answer without waiting for DNS")
+    elif down:
+        event(log, "startup.nameservers_unreachable", logging.WARNING,
+              nameservers=",".join(down), effect="waits leave them out")
+    if refused:
+        event(log, "startup.nameservers_refuse_zone", logging.WARNING,
+              nameservers=",".join(refused), zone=zone,
+              effect="waits for values there end at ACME_DELEGATE_WAIT_FOR_DNS")
+    event(log, "startup.nameservers", reachable=len(answers) - len(down),
+          configured=len(answers), wait_seconds=settings.wait_for_dns)

@@ -420,6 +420,8 @@ def service_env(database_url: str, standin: StandinProcess, **settings: str) -> 
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "RECONCILE_INTERVAL": "86400",
         "LOG_LEVEL": "INFO",
+        # 200 waits for the stand-in's DNS (never DigitalOcean's nameservers, the default).
+        "NAMESERVERS": "{}:{}".format(*standin.dns_address),
     }
     values.update({k.upper(): v for k, v in settings.items()})
     return clean_env({f"ACME_DELEGATE_{k}": v for k, v in values.items()})

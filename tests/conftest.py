@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from app.db.migrate import upgrade
 from app.main import create_app
 from app.observability import Metrics
 from app.standin import StandinState, create_standin_app
+from app.standin.dns import DNSServer
 from app.wiring import Services
 
 # Any truthy CI turns every skip into a failure: the hooks, registered by being here.
@@ -165,9 +169,70 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
     return make
 
 
+def _loopback(host: object) -> bool:
+    if not isinstance(host, str):
+        return True  # AF_UNIX paths and the like
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def loopback_only() -> Iterator[None]:
+    """Tests talk to loopback only: a connect, a datagram or a name lookup for anything
+    else fails loudly (DigitalOcean's nameservers above all: ACME_DELEGATE_NAMESERVERS
+    defaults to them). Subprocesses get loopback settings from ``cli_env`` instead."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_sendto, real_getaddrinfo = socket.socket.sendto, socket.getaddrinfo
+
+    def check(address: Any) -> None:
+        if isinstance(address, tuple) and not _loopback(address[0]):
+            raise OSError(f"test guard: {address[0]} is not loopback")
+
+    def connect(self: socket.socket, address: Any) -> None:
+        check(address)
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        check(address)
+        return real_connect_ex(self, address)
+
+    def sendto(self: socket.socket, data: Any, *args: Any) -> int:
+        check(args[-1])
+        return real_sendto(self, data, *args)  # type: ignore[arg-type]
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, bytes):
+            host = host.decode()
+        if host is not None and not _loopback(host):
+            raise socket.gaierror(socket.EAI_NONAME, f"test guard: {host} is not loopback")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", connect)
+        patch.setattr(socket.socket, "connect_ex", connect_ex)
+        patch.setattr(socket.socket, "sendto", sendto)
+        patch.setattr(socket, "getaddrinfo", getaddrinfo)
+        yield
+
+
+@asynccontextmanager
+async def dns_for(state: StandinState) -> AsyncIterator[str]:
+    """The stand-in's DNS server for ``state`` on loopback, as NAMESERVERS spells it."""
+    server = DNSServer(state)
+    host, port = await server.start()
+    try:
+        yield f"{host}:{port}"
+    finally:
+        await server.close()
+
+
 @dataclass
 class Harness:
-    """The app under test, its DigitalOcean stand-in, and an HTTP client for it."""
+    """The app under test, its DigitalOcean stand-in (API and DNS), and an HTTP client."""
 
     client: httpx.AsyncClient
     services: Services
@@ -214,13 +279,13 @@ def do_transport(state: StandinState) -> httpx.AsyncClient:
 def harness_factory(
     make_settings: Callable[..., Settings], do_state: StandinState
 ) -> Callable[..., Any]:
-    """``async with harness_factory(**settings) as h`` runs the app with its lifespan."""
-    from contextlib import asynccontextmanager
+    """``async with harness_factory(**settings) as h`` runs the app with its lifespan; its
+    NAMESERVERS are the stand-in's DNS server on loopback."""
 
     @asynccontextmanager
     async def build(client_ip: str = "127.0.0.1", **overrides: Any) -> AsyncIterator[Harness]:
-        settings = make_settings(**overrides)
-        async with do_transport(do_state) as do_http:
+        async with dns_for(do_state) as nameservers, do_transport(do_state) as do_http:
+            settings = make_settings(**{"nameservers": nameservers, **overrides})
             app = create_app(settings, http=do_http, reconcile=False)
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))

@@ -22,10 +22,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Unless a test says otherwise, a process waits for no DNS, and its nameservers are on
+# loopback: the default, DigitalOcean's, must never be asked from a test.
+QUIET_DNS = {"wait_for_dns": "0", "nameservers": "127.0.0.1:53"}
+
+
 def cli_env(**settings: str) -> dict[str, str]:
-    """The environment minus any ACME_DELEGATE_ setting of the caller, plus ``settings``."""
+    """The environment minus any ACME_DELEGATE_ setting of the caller, plus ``settings``
+    (and ``QUIET_DNS`` where they do not say)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_DELEGATE_")}
-    env.update({f"ACME_DELEGATE_{k.upper()}": v for k, v in settings.items()})
+    env.update({f"ACME_DELEGATE_{k.upper()}": v for k, v in {**QUIET_DNS, **settings}.items()})
     return env
 
 

@@ -16,6 +16,7 @@ from app.api.deps import (
     registration_token_given,
 )
 from app.api.errors import error_response
+from app.api.live import DNS_HEADER, DNS_HEADER_DOC, LiveAnswer
 from app.api.request import parse_json_object
 from app.core.names import parse_allowfrom
 from app.logs import event
@@ -55,7 +56,9 @@ async def register(request: Request, services: ServicesDep, client: ClientDep) -
 
 
 @router.post("/update", responses={
-    200: {"description": "The value is live in DigitalOcean",
+    200: {"description": "The value is live: DigitalOcean's nameservers serve it (see the "
+                         f"{DNS_HEADER} header)",
+          "headers": DNS_HEADER_DOC,
           "content": {"application/json": {"example": {
               "txt": "LHDhK3oGRvkiefQnx7OOczTY5Tic_xZ6HcMOc_gmtoM"}}}},
     400: error_examples("bad_txt"), 401: error_examples("forbidden"),
@@ -68,10 +71,10 @@ async def register(request: Request, services: ServicesDep, client: ClientDep) -
             "subdomain": "0c8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31",
             "txt": "LHDhK3oGRvkiefQnx7OOczTY5Tic_xZ6HcMOc_gmtoM"}}}}})
 async def update(who: AcmeDnsAccount, body: JsonBody, services: ServicesDep) -> JSONResponse:
-    """Put a challenge value at the caller's name; 200 once DigitalOcean has it."""
+    """Put a challenge value at the caller's name; 200 once the nameservers serve it."""
     assert body is not None  # an unreadable body names no target: refused before this
     value = await services.challenges.update(who, body.get("txt"))
-    return JSONResponse({"txt": value})
+    return LiveAnswer({"txt": value}, services=services, name=who.account.name, value=value)
 
 
 @router.get("/health", responses={200: {"content": {"application/json": {"example": {

@@ -65,10 +65,22 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
 
+IN_FLIGHT_RELEASE = "acme_delegate.in_flight_release"
+
+
+def leave_in_flight(scope: Scope) -> None:
+    """This request's work is done and it only waits (for DNS to serve its value): it
+    stops counting against the in-flight limit, so slow nameservers cannot exhaust it."""
+    release = scope.get(IN_FLIGHT_RELEASE)
+    if release is not None:
+        release()
+
+
 class InFlightLimit:
     """At most ``limit`` requests in progress; beyond, 503 at once. Connections that have
     not finished sending a request (head or body) do not count, so slow senders cannot
-    lock others out (their deadlines and per-address bound: app.server, BodyGuard)."""
+    lock others out (their deadlines and per-address bound: app.server, BodyGuard); nor do
+    requests that only wait for DNS (``leave_in_flight``)."""
 
     def __init__(self, app: ASGIApp, *, limit: int) -> None:
         self.app = app
@@ -83,10 +95,19 @@ class InFlightLimit:
             await _answer(scope, receive, send, 503, "overloaded", retry_after=1)
             return
         self.active += 1
+        counted = True
+
+        def release() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self.active -= 1
+
+        scope[IN_FLIGHT_RELEASE] = release
         try:
             await self.app(scope, receive, send)
         finally:
-            self.active -= 1
+            release()
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, status: int, code: str,

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.acmedns import error_examples as _error
 from app.api.deps import HttpreqAccount, JsonBody, ServicesDep
+from app.api.live import DNS_HEADER_DOC, LiveAnswer
 
 router = APIRouter(tags=["httpreq"])
 
@@ -49,12 +50,16 @@ _BODY = {"requestBody": {"required": True, "content": {"application/json": {"exa
                       "keyAuth": "tok.thumbprint"}}}}}}}
 
 
-@router.post("/present", responses=_RESPONSES, openapi_extra=_BODY)
+@router.post("/present", responses={
+    **_RESPONSES, 200: {"description": "The value is live: the nameservers serve it",
+                        "headers": DNS_HEADER_DOC}}, openapi_extra=_BODY)
 async def present(who: HttpreqAccount, body: JsonBody, services: ServicesDep) -> JSONResponse:
-    """Put a challenge value at the caller's bound name."""
+    """Put a challenge value at the caller's bound name; 200 once the nameservers
+    serve it."""
     assert body is not None  # refused as malformed before this
     checked = await services.challenges.update(who, requested_value(body), via="present")
-    return JSONResponse({"fqdn": who.account.name + ".", "value": checked})
+    return LiveAnswer({"fqdn": who.account.name + ".", "value": checked}, services=services,
+                      name=who.account.name, value=checked)
 
 
 @router.post("/cleanup", responses=_RESPONSES, openapi_extra=_BODY)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import httpx
 
+from app.demo import DEMO_PROPAGATION_DELAY
 from tests.processes import cli_env, run_cli, serve
 
 
 def test_serve_without_a_token_runs_the_demo(tmp_path: Path) -> None:
-    env = cli_env(log_format="text")
+    env = cli_env(log_format="text", wait_for_dns="20")
     env.pop("ACME_DELEGATE_DO_TOKEN", None)
     with serve(env, tmp_path / "demo.log", "--standin-dns-port", "0") as served:
         out = served.log()
@@ -28,8 +29,11 @@ def test_serve_without_a_token_runs_the_demo(tmp_path: Path) -> None:
                                                   if a == "-H"))
         body = curl[curl.index("-d") + 1]
         assert url == served.url + "/update"
-        response = httpx.post(url, headers=headers, content=body)
+        response = httpx.post(url, headers=headers, content=body, timeout=30)
+        # 200 once the stand-in's DNS serves the value, after its propagation delay.
         assert response.status_code == 200
+        assert response.headers["acme-delegate-dns"] == "live"
+        assert response.elapsed.total_seconds() >= DEMO_PROPAGATION_DELAY - 0.1
         value = json.loads(body)["txt"]
         # And the printed DNS query.
         nameserver = re.search(r"--nameserver (\S+)\)", out)

@@ -5,8 +5,10 @@
   its records (``service``).
 * ``pebble`` (session): one Pebble, with authz reuse off (the harness sets
   ``PEBBLE_AUTHZREUSE=0``), so every order is validated through DNS again.
-* ``service`` (per test): a fresh SQLite database, the stand-in reset to its zones, and
-  ``acme-delegate serve`` as a real process on a free loopback port.
+* ``service`` (per test): a fresh SQLite database, the stand-in reset to its zones with
+  its propagation delay on (``PROPAGATION_DELAY``: its DNS serves a change seconds after
+  the API call, as DigitalOcean's nameservers do), and ``acme-delegate serve`` as a real
+  process on a free loopback port, waiting for the stand-in's DNS before it answers 200.
 
 A missing tool skips the test with the harness's install line, except with ``CI=true``,
 where it fails.
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import harness  # tests/e2e is on sys.path (pytest's default "prepend" import mode)
 import pytest
-from e2e_support import Service
+from e2e_support import PROPAGATION_DELAY, Service
 
 from app.standin import Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, IN_CI
@@ -80,6 +82,7 @@ def certbot_acmedns() -> str:
 @pytest.fixture
 def service(standin: Standin, tmp_path: Path) -> Iterator[Service]:
     standin.state.reset(ZONES)
+    standin.state.set_propagation_delay(PROPAGATION_DELAY)
     database = tmp_path / "acme-delegate.sqlite3"
     env = cli_env(
         database_url=f"sqlite:///{database}",
@@ -89,6 +92,9 @@ def service(standin: Standin, tmp_path: Path) -> Iterator[Service]:
         registration="open",
         admin_token=ADMIN_TOKEN,
         log_level="INFO",
+        # 200 once the stand-in's DNS serves the value; never DigitalOcean's nameservers.
+        nameservers=standin.dns_hostport,
+        wait_for_dns="20",
     )
     # The service is on loopback: never let a proxy setting of the caller reach it.
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",

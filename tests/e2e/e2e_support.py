@@ -14,6 +14,10 @@ from typing import Any
 from app.standin import Record, Standin
 from tests.processes import Served, run_cli
 
+#: Seconds the stand-in's DNS lags its API in every flow (conftest's ``service``): every
+#: client issues through real propagation timing.
+PROPAGATION_DELAY = 3.0
+
 
 def record_key(record: Record) -> tuple[Any, ...]:
     return (record.id, record.zone, record.type, record.name, record.data, record.ttl)
@@ -91,6 +95,15 @@ class Service:
 
     def log(self) -> str:
         return self.served.log()
+
+
+def customer_cname(standin: Standin, zone: str, name: str, target: str) -> None:
+    """The customer's CNAME to the delegated name, made long ago: already served by DNS
+    (the propagation delay is for the records the service writes)."""
+    delay = standin.state.propagation_delay
+    standin.state.set_propagation_delay(0)
+    standin.state.add_record(zone, "CNAME", name, target)
+    standin.state.set_propagation_delay(delay)
 
 
 def write_private_json(path: Path, data: object) -> Path:

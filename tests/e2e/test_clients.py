@@ -26,7 +26,13 @@ import dns.query
 import dns.rdatatype
 import harness
 import pytest
-from e2e_support import Service, assert_only_txt_changed, write_private_json
+from e2e_support import (
+    PROPAGATION_DELAY,
+    Service,
+    assert_only_txt_changed,
+    customer_cname,
+    write_private_json,
+)
 
 from app.standin import Standin
 
@@ -130,8 +136,7 @@ def test_lego_acmedns_registers_then_issues_after_cname(
         [(stored["username"], fulldomain, "delegated")]
     assert service.records() == before_run1, "registering wrote DNS records"
 
-    service.standin.state.add_record("customer.test", "CNAME", "_acme-challenge.www",
-                                     fulldomain + ".")
+    customer_cname(service.standin, "customer.test", "_acme-challenge.www", fulldomain + ".")
     before_run2 = service.records()
     second, described = run([domain, "*." + domain], "run2")
     assert second.ok, f"{second.code}: {second.detail}\n{described}"
@@ -203,8 +208,7 @@ def test_lego_httpreq_delegated_name_behind_cname(service: Service,
     domain = "www.customer.test"
     account = service.create_account(domain, delegated=True)
     fulldomain = account["fulldomain"]
-    service.standin.state.add_record("customer.test", "CNAME", "_acme-challenge.www",
-                                     fulldomain + ".")
+    customer_cname(service.standin, "customer.test", "_acme-challenge.www", fulldomain + ".")
     before = service.records()
 
     for raw_mode in (False, True):
@@ -261,6 +265,35 @@ def test_certbot_manual_with_acme_delegate_hooks(service: Service,
     events = [(e["event"], e["outcome"]) for e in service.audit()
               if e["event"] in ("update", "cleanup")]
     assert sorted(events) == [("cleanup", "ok")] * 2 + [("update", "ok")] * 2, events
+
+
+def test_certbot_with_a_hook_that_does_not_wait(service: Service,
+                                                pebble: harness.PebbleInstance,
+                                                certbot: str, tmp_path: Path) -> None:
+    """joohoi's acme-dns-auth.py: POST /update, exit at once on 200, no DNS check of its
+    own; Pebble validates right after. With DNS lagging the API by PROPAGATION_DELAY,
+    this works only because 200 means the nameservers serve the value."""
+    # The hook's storage is keyed by the bare domain, as cert-manager's secret is.
+    storage = write_private_json(tmp_path / "acmedns-storage.json",
+                                 service.create_account("example.com", fmt="cert-manager"))
+    hooks = harness.write_acmedns_hook(tmp_path / "hook", service.url, storage)
+    before = service.records()
+
+    cmd = harness.certbot_manual_command(pebble, domains=APEX_AND_WILDCARD,
+                                         workdir=tmp_path / "certbot", auth_hook=hooks.auth,
+                                         certbot=certbot)
+    result = cmd.run()
+    assert result.ok, result.describe() + "\n" + _tail(cmd.outputs["log"])
+    verify(cmd.outputs["fullchain"], APEX_AND_WILDCARD, pebble)
+    assert "CNAME" not in result.output, "the hook registered instead of using its account"
+
+    assert_only_txt_changed(before, service.records(), [DIRECT_NAME])
+    assert len(service.txt_at(DIRECT_NAME)) == 2
+    waits = [json.loads(line)["fields"] for line in service.log().splitlines()
+             if '"dns.wait"' in line]
+    assert [w["outcome"] for w in waits] == ["seen", "seen"], waits
+    # Each update waited for the lagging DNS before its 200.
+    assert all(w["seconds"] >= PROPAGATION_DELAY - 0.5 for w in waits), waits
 
 
 def _tail(path: Path, lines: int = 60) -> str:
@@ -419,6 +452,7 @@ def test_acmesh_and_old_goacmedns_on_the_wire(service: Service) -> None:
                                                   parsed["subdomain"], value))
     assert f'"{value}"' in body.decode(), (status, body)  # acme.sh's only success test
     assert status == 200
+    # 200 means live: DNS, which lags the API by PROPAGATION_DELAY, serves it already.
     assert value in dns_txt(service.standin, parsed["fulldomain"])
 
     # acme.sh with a direct account from the CLI (ACMEDNS_USERNAME/PASSWORD/SUBDOMAIN set).

@@ -20,7 +20,7 @@ from app.config import Settings
 from app.db.tables import AccountRow, AuditRow, TxtValueRow
 from app.main import create_app
 from app.standin import StandinState
-from tests.conftest import Harness, do_transport
+from tests.conftest import Harness, dns_for, do_transport
 
 # The abuse limits (app/pacing/limits.py) would answer 429 long before a fuzzer is done; these
 # tests are about parsing and scope, so the limits are raised where the settings exist.
@@ -50,8 +50,8 @@ def app_harness_factory(make_settings: Callable[..., Settings], do_state: Standi
     @asynccontextmanager
     async def build(client_ip: str = "127.0.0.1", **overrides: Any
                     ) -> AsyncIterator[AppHarness]:
-        settings = make_settings(**lenient(**overrides))
-        async with do_transport(do_state) as do_http:
+        async with dns_for(do_state) as nameservers, do_transport(do_state) as do_http:
+            settings = make_settings(**lenient(**{"nameservers": nameservers, **overrides}))
             app = create_app(settings, http=do_http, reconcile=False)
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
