@@ -140,6 +140,36 @@ async def test_concurrent_waits_for_many_names_do_not_starve_other_requests(
         assert {r.headers["acme-delegate-dns"] for r in results} == {"live"}
 
 
+async def until_waiting(h: Harness, count: int, task: asyncio.Task[Any]) -> None:
+    """Until ``count`` requests wait for DNS; fails if ``task`` was answered instead."""
+    async with asyncio.timeout(5):
+        while h.metrics.registry.get_sample_value("acme_delegate_dns_waiting") < count:
+            if task.done():
+                pytest.fail(f"answered {task.result().status_code} instead of waiting")
+            await asyncio.sleep(0.005)
+
+
+async def test_a_waiting_request_holds_no_lock_and_no_transaction(
+        harness_factory: Callable[..., Any]) -> None:
+    """A repeat of a value DNS does not serve yet waits after its unit of work ended (the
+    repeat's unit holds the name's lock and a write transaction): the same name takes a
+    new value, and the database other writes, while it waits."""
+    async with harness_factory(wait_for_dns=3) as h:
+        h.do.set_propagation_delay(NEVER)
+        account = await h.create_account(domain="www.example.com")
+        first, second = challenge_value(30), challenge_value(31)
+        assert (await h.update(account, first)).headers["acme-delegate-dns"] == "pending"
+        repeat = asyncio.create_task(h.update(account, first))
+        await until_waiting(h, 1, repeat)
+        other = asyncio.create_task(h.update(account, second))
+        await until_waiting(h, 2, other)  # it got the name's lock and wrote meanwhile
+        assert h.txt_at(account["fulldomain"]) == sorted([first, second])
+        registered, seconds = await timed(h.client.post("/register"))
+        assert registered.status_code == 201 and seconds < 2
+        assert not repeat.done()
+        assert {(await t).headers["acme-delegate-dns"] for t in (repeat, other)} == {"pending"}
+
+
 @pytest.fixture
 def silent_nameserver() -> Iterator[str]:
     """A loopback UDP port that never answers: DNS egress blocked, without egress."""
