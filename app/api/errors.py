@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from app.core import errors
+from app.db.engine import UNREACHABLE_ERRORS, unavailable
 from app.logs import event
 
 log = logging.getLogger("acme_delegate.api")
@@ -82,6 +83,16 @@ async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "overloaded", {"Retry-After": "1"})
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database out of reach (down, restarting, connection lost): 503 with
+    Retry-After, which clients retry, never a 500; anything else is unexpected."""
+    if not unavailable(exc):
+        return await _unexpected(request, exc)
+    event(log, "request.database_unavailable", logging.WARNING, path=request.url.path,
+          error=type(exc).__name__)
+    return error_response(503, "database_unavailable", {"Retry-After": "5"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Never leak internal text: the details go to the log, the client gets a code.
     event(log, "request.failed", logging.ERROR, path=request.url.path, error=type(exc).__name__)
@@ -95,4 +106,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, _pool_exhausted)
+    unreachable: tuple[type[Exception], ...] = (sqlalchemy.exc.DBAPIError,
+                                                *UNREACHABLE_ERRORS)
+    for kind in unreachable:
+        app.add_exception_handler(kind, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]  # (no stubs; only its exception classes are used)
+import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -23,6 +25,34 @@ _ASYNC_DRIVERS = {
 
 class DatabaseUrlError(ValueError):
     pass
+
+
+# What the database's drivers raise when it cannot be reached, is shutting down or
+# starting up, or dropped the connection: a wait-and-retry, not a bug.
+UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (
+    ConnectionError,  # refused, reset, aborted
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,  # starting up, shutting down
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InterfaceError,  # "connection is closed"
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is out of reach (rather than that a statement
+    is wrong): SQLAlchemy's wrapper of a lost connection, or a driver's own error, in
+    the exception or its causes."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, sqlalchemy.exc.DBAPIError):
+            if seen.connection_invalidated or isinstance(seen.orig, UNREACHABLE_ERRORS):
+                return True
+        elif isinstance(seen, UNREACHABLE_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def async_url(raw: str) -> URL:
@@ -89,6 +119,7 @@ def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: in
             # A stalled statement must not freeze the service for good.
             connect_args={
                 "command_timeout": statement_timeout_ms / 1000,
+                "timeout": 5,  # to connect: a database that does not answer is a 503, soon
                 "server_settings": {
                     "statement_timeout": str(statement_timeout_ms),
                     "idle_in_transaction_session_timeout": str(statement_timeout_ms * 6),
