@@ -15,6 +15,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from app import __version__
 from app.api.deps import AdminDep, ClientDep, ServicesDep
 from app.core.accounts import MAX_NOTE_LENGTH, MAX_VALUES_LIMIT
+from app.core.errors import InvalidInput
 from app.core.models import Account, AccountChanges, AccountFilter, AuditQuery, Mode
 from app.core.names import normalize_domain, parse_allowfrom
 from app.core.ports import ProviderError
@@ -226,7 +227,53 @@ async def rotate_account(username: str, services: ServicesDep, client: ClientDep
                          ) -> JSONResponse:
     """A new key at once; the old key stops working; the name and its values stay."""
     issued = await services.accounts.rotate(username, client=client.label)
-    return JSONResponse(issued.acme_dns_json())
+    view = AccountView.of(issued.account).model_dump(mode="json")
+    return JSONResponse({**view, **issued.acme_dns_json()})
+
+
+CHECK_EXAMPLE = {
+    "username": "9b3b2d5e-5a4e-4c1e-9d57-0a4f3a0d2b11",
+    "fulldomain": "4f0c8a52-9e0b-4c49-9b0e-6a2f0e1c7d33.acme.example.org",
+    "domain": "www.customer.net", "mode": "delegated", "ok": False,
+    "findings": [
+        {"check": "account", "ok": True, "detail": "active", "fix": None},
+        {"check": "zone_delegated", "ok": True, "detail": "example.org is served by "
+         "DigitalOcean", "fix": None},
+        {"check": "cname", "ok": False, "detail": "_acme-challenge.www.customer.net has no "
+         "CNAME", "fix": "create this record where www.customer.net is hosted: "
+         "_acme-challenge.www.customer.net. CNAME "
+         "4f0c8a52-9e0b-4c49-9b0e-6a2f0e1c7d33.acme.example.org."},
+        {"check": "values_served", "ok": True, "detail": "no value is live", "fix": None},
+    ],
+}
+
+
+@router.get("/accounts/{username}/check", responses={
+    200: {"description": "Every check holds", "content": {"application/json": {
+        "example": {**CHECK_EXAMPLE, "ok": True}}}},
+    409: {"description": "A check fails: the same document, each finding with its fix",
+          "content": {"application/json": {"example": CHECK_EXAMPLE}}},
+    404: {"description": "`account_not_found`"}, **ERRORS})
+async def check_account(
+    username: str, services: ServicesDep, client: ClientDep,
+    nameserver: Annotated[str | None, Query(
+        max_length=300, description="HOST:PORT to ask every DNS question (default: the "
+        "resolver for NS and CNAME, DigitalOcean's nameservers for values)")] = None,
+) -> JSONResponse:
+    """Does the binding work end to end: zone on DigitalOcean's nameservers, the CNAME of
+    a delegated name, the live values served. 200 when all hold, else 409."""
+    from app.binding import check_binding
+    from app.propagation import parse_nameserver
+
+    if nameserver is not None:
+        try:
+            parse_nameserver(nameserver)
+        except ValueError:
+            raise InvalidInput("nameserver: HOST:PORT") from None
+    report = await check_binding(services, username, nameserver=nameserver)
+    await services.accounts.record_read("check", client=client.label,
+                                        username=report.username)
+    return JSONResponse(report.as_json(), status_code=200 if report.ok else 409)
 
 
 @router.delete("/accounts/{username}", responses={404: {"description": "`account_not_found`"},

@@ -11,11 +11,25 @@ import click
 
 from app.cli import accounts, audit, dns, hooks, maintenance, serve
 
+LOCAL_ONLY = ("serve", "migrate", "reconcile", "import-acme-dns")
+
 
 @click.group()
 @click.version_option(package_name="acme-delegate")
-def main() -> None:
+@click.option("--server", envvar="ACME_DELEGATE_SERVER", default=None, metavar="URL",
+              help="Act through this running service's admin API instead of the database "
+                   "(accounts, audit); the admin token from ACME_DELEGATE_ADMIN_TOKEN or "
+                   "--token-file.")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the admin token, for --server.")
+@click.pass_context
+def main(ctx: click.Context, server: str | None, token_file: str | None) -> None:
     """acme-delegate: ACME DNS-01 credentials bound to one name, over DigitalOcean."""
+    given = ctx.get_parameter_source("server") is click.core.ParameterSource.COMMANDLINE
+    if given and ctx.invoked_subcommand in LOCAL_ONLY:
+        raise click.UsageError(f"{ctx.invoked_subcommand} works on this machine's database; "
+                               "--server is for accounts and audit")
+    ctx.obj = {"server": server, "token_file": token_file}
 
 
 main.add_command(serve.serve)

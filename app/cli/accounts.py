@@ -1,61 +1,92 @@
-"""``acme-delegate accounts …``: issue, list, show, rotate, change and revoke credentials."""
+"""``acme-delegate accounts …``: issue, list, show, rotate, change, revoke and check
+credentials, on the database or through ``--server``'s admin API."""
 
 from __future__ import annotations
 
-import json
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import click
 
-from app.cli.common import parse_expiry, run, settings
+from app.cli import credentials
+from app.cli.backend import Backend, backend
+from app.cli.common import parse_expiry
+from app.cli.output import OUTPUTS, emit, output_option
 from app.core.errors import InvalidAllowfrom
-from app.core.models import Account, AccountChanges, AccountFilter, IssuedAccount, Mode
-from app.core.names import normalize_domain, parse_allowfrom
+from app.core.models import Mode
+from app.core.names import parse_allowfrom
 
-if TYPE_CHECKING:
-    from app.wiring import Services
-
-FORMATS = ("acme-dns", "cert-manager", "lego")
+LIST_COLUMNS = ("username", "state", "mode", "fulldomain", "domain", "last_used_at")
+CHECK_COLUMNS = ("check", "ok", "detail", "fix")
 
 
-def render(issued: IssuedAccount, fmt: str, server_url: str | None) -> dict[str, Any]:
-    account = issued.acme_dns_json()
-    if fmt == "acme-dns":
-        return account
-    key = issued.account.domain
-    if key is None:
-        raise click.ClickException(f"--format {fmt} needs --domain")
-    if fmt == "cert-manager":
-        # cert-manager's acmeDNS secret: keyed by the bare domain.
-        return {key: account}
-    lego = {k: account[k] for k in ("fulldomain", "subdomain", "username", "password")}
-    if server_url:
-        lego["server_url"] = server_url
-    return {key: lego}
+def _allowfrom(values: tuple[str, ...]) -> list[str]:
+    try:
+        return [str(n) for n in parse_allowfrom(list(values))]
+    except InvalidAllowfrom:
+        raise click.BadParameter("not a CIDR", param_hint="--allow-from") from None
 
 
-def account_view(account: Account) -> dict[str, Any]:
-    return {
-        "username": account.username,
-        "fulldomain": account.name,
-        "subdomain": account.label,
-        "zone": account.zone,
-        "mode": account.mode.value,
-        "domain": account.domain,
-        "allowfrom": [str(n) for n in account.allowfrom],
-        "note": account.note,
-        "created_at": account.created_at.isoformat(),
-        "last_used_at": account.last_used_at.isoformat() if account.last_used_at else None,
-        "revoked_at": account.revoked_at.isoformat() if account.revoked_at else None,
-        "expires_at": account.expires_at.isoformat() if account.expires_at else None,
-        "max_values": account.max_values,
-    }
+def _state(view: dict[str, Any]) -> str:
+    if view.get("revoked_at"):
+        return "revoked"
+    expires = view.get("expires_at")
+    if expires:
+        from datetime import UTC, datetime
+
+        if datetime.fromisoformat(expires) <= datetime.now(UTC):
+            return "expired"
+    return "active"
+
+
+def _print_credential(ctx: click.Context, issued: dict[str, Any], *, fmt: str,
+                      output: str | None, server_url: str | None, secret_name: str,
+                      namespace: str | None, merge_into: Path | None) -> None:
+    where: Backend = backend(ctx)
+    url = server_url or where.public_url
+    if merge_into is not None:
+        replaced, count = credentials.merge_into(merge_into, issued, server_url=url, fmt=fmt)
+        click.echo(f"{'replaced' if replaced else 'added'} {issued['domain']} in {merge_into} "
+                   f"({count} domain(s))", err=True)
+        return
+    document = credentials.render(issued, fmt, server_url=url, secret_name=secret_name,
+                                  namespace=namespace)
+    if fmt == "env" and output is None:
+        click.echo(credentials.env_lines(document))
+        return
+    emit(document, output or "json")
+
+
+def credential_options(command: Any) -> Any:
+    """``--format`` and where the credential goes: shared by create and rotate."""
+    for option in reversed((
+        click.option("--format", "fmt", type=click.Choice(credentials.FORMATS),
+                     default="acme-dns", show_default=True,
+                     help="acme-dns: /register's JSON; cert-manager: its acmeDNS JSON; lego: "
+                          "lego's and Caddy's multi-domain file; k8s-secret: a Secret for "
+                          "kubectl apply -f -; env: acme.sh and httpreq variables."),
+        click.option("-o", "--output", "output", type=click.Choice(OUTPUTS), default=None,
+                     help="json (default), yaml or table; --format env prints shell lines "
+                          "unless this is given."),
+        click.option("--server-url", default=None,
+                     help="This service's URL for --format lego and env (default: "
+                          "PUBLIC_URL, or --server)."),
+        click.option("--secret-name", default=credentials.DEFAULT_SECRET_NAME,
+                     show_default=True, help="For --format k8s-secret."),
+        click.option("--namespace", default=None, help="For --format k8s-secret."),
+        click.option("--merge-into", type=click.Path(path_type=Path, dir_okay=False),
+                     default=None, metavar="FILE",
+                     help="Add the domain to this cert-manager JSON (or lego file with "
+                          "--format lego, or Secret manifest) keeping the others; mode 600."),
+    )):
+        command = option(command)
+    return command
 
 
 @click.group()
-def accounts() -> None:
-    """Issue, list, show and revoke credentials."""
+@click.pass_context
+def accounts(ctx: click.Context) -> None:
+    """Issue, list, show, check and revoke credentials."""
 
 
 @accounts.command("create")
@@ -64,33 +95,31 @@ def accounts() -> None:
 @click.option("--allow-from", "allow_from", multiple=True, metavar="CIDR",
               help="Client networks allowed to use the credential (repeatable).")
 @click.option("--note", default=None, help="A note for people (who, what for).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="acme-dns",
-              show_default=True)
-@click.option("--expires", default=None, metavar="ISO-8601",
-              help="When the credential stops working, e.g. 2027-01-31T00:00:00Z.")
+@click.option("--expires", default=None, metavar="DURATION|ISO-8601",
+              help="When the credential stops working: 90d, 12h, or 2027-01-31T00:00:00Z.")
 @click.option("--max-values", type=click.IntRange(1, 20), default=None,
-              help="Values kept live at its name (default: MAX_VALUES_PER_NAME).")
-@click.option("--server-url", default=None,
-              help="This service's URL, written into --format lego (default: PUBLIC_URL).")
-def create(domain: str, delegated: bool, allow_from: tuple[str, ...], note: str | None,
-           fmt: str, expires: str | None, max_values: int | None, server_url: str | None
-           ) -> None:
+              help="Values kept live at its name (default: MAX_VALUES_PER_NAME); a "
+                   "certificate for N names through one delegated name needs N.")
+@credential_options
+@click.pass_context
+def create(ctx: click.Context, domain: str, delegated: bool, allow_from: tuple[str, ...],
+           note: str | None, expires: str | None, max_values: int | None, fmt: str,
+           output: str | None, server_url: str | None, secret_name: str,
+           namespace: str | None, merge_into: Path | None) -> None:
     """Issue a credential and print it once (the key is not stored in clear anywhere)."""
-    config = settings()
-    try:
-        allowfrom = parse_allowfrom(list(allow_from))
-    except InvalidAllowfrom:
-        raise click.BadParameter("not a CIDR", param_hint="--allow-from") from None
-    expires_at = parse_expiry(expires) if expires else None
-    issued = run(config, lambda s: s.accounts.create(
-        domain=domain, delegated=delegated, allowfrom=allowfrom, note=note,
-        expires_at=expires_at, max_values=max_values, via="cli"))
-    click.echo(json.dumps(render(issued, fmt, server_url or config.public_url)))
-    account = issued.account
-    if account.domain and account.mode.value == "delegated":
+    where: Backend = backend(ctx)
+    body: dict[str, Any] = {"domain": domain, "delegated": delegated,
+                            "allowfrom": _allowfrom(allow_from), "note": note,
+                            "max_values": max_values}
+    if expires:
+        body["expires_at"] = parse_expiry(expires, where.now()).isoformat()
+    issued = where.create(body)
+    _print_credential(ctx, issued, fmt=fmt, output=output, server_url=server_url,
+                      secret_name=secret_name, namespace=namespace, merge_into=merge_into)
+    if issued.get("domain") and issued.get("mode") == "delegated":
         click.echo(
-            f"Create this record where {account.domain} is hosted:\n"
-            f"  _acme-challenge.{account.domain}. CNAME {account.name}.",
+            f"Create this record where {issued['domain']} is hosted:\n"
+            f"  _acme-challenge.{issued['domain']}. CNAME {issued['fulldomain']}.",
             err=True,
         )
 
@@ -102,45 +131,41 @@ def create(domain: str, delegated: bool, allow_from: tuple[str, ...], note: str 
 @click.option("--stale-days", type=click.IntRange(0, 36500), default=None,
               help="Only accounts unused for this many days.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def list_(include_revoked: bool, mode: str | None, domain: str | None, stale_days: int | None,
-          limit: int, as_json: bool) -> None:
-    """List accounts (never their keys)."""
-
-    async def work(s: Services) -> list[Account]:
-        stale = s.accounts.now() - timedelta(days=stale_days) if stale_days is not None else None
-        return await s.accounts.list_accounts(AccountFilter(
-            include_revoked=include_revoked, mode=Mode(mode) if mode else None,
-            domain=normalize_domain(domain) if domain else None, stale_before=stale,
-            limit=limit))
-
-    for account in run(settings(), work):
-        if as_json:
-            click.echo(json.dumps(account_view(account)))
-        else:
-            state = "revoked" if account.revoked_at else "active"
-            click.echo(f"{account.username}  {state:7}  {account.mode.value:9}  {account.name}"
-                       f"  {account.domain or '-'}")
+@output_option("table")
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="The same as -o json.")
+@click.pass_context
+def list_(ctx: click.Context, include_revoked: bool, mode: str | None, domain: str | None,
+          stale_days: int | None, limit: int, output: str, as_json: bool) -> None:
+    """List accounts, oldest first (never their keys)."""
+    where: Backend = backend(ctx)
+    found = where.list_accounts(include_revoked=include_revoked, mode=mode, domain=domain,
+                                stale_days=stale_days, limit=limit)
+    output = "json" if as_json else output
+    if output == "table":
+        found = [{**view, "state": _state(view)} for view in found]
+    emit(found, output, columns=LIST_COLUMNS)
 
 
 @accounts.command("show")
 @click.argument("username")
-def show(username: str) -> None:
+@output_option("table")
+@click.pass_context
+def show(ctx: click.Context, username: str, output: str) -> None:
     """Show one account (never its key)."""
-    account = run(settings(), lambda s: s.accounts.get(username))
-    click.echo(json.dumps(account_view(account), indent=2))
+    emit(backend(ctx).show(username), output)
 
 
 @accounts.command("rotate")
 @click.argument("username")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="acme-dns",
-              show_default=True)
-@click.option("--server-url", default=None, help="For --format lego (default: PUBLIC_URL).")
-def rotate(username: str, fmt: str, server_url: str | None) -> None:
+@credential_options
+@click.pass_context
+def rotate(ctx: click.Context, username: str, fmt: str, output: str | None,
+           server_url: str | None, secret_name: str, namespace: str | None,
+           merge_into: Path | None) -> None:
     """Issue a new key (printed once); the old key stops working at once."""
-    config = settings()
-    issued = run(config, lambda s: s.accounts.rotate(username, client="cli"))
-    click.echo(json.dumps(render(issued, fmt, server_url or config.public_url)))
+    issued = backend(ctx).rotate(username)
+    _print_credential(ctx, issued, fmt=fmt, output=output, server_url=server_url,
+                      secret_name=secret_name, namespace=namespace, merge_into=merge_into)
 
 
 @accounts.command("set")
@@ -149,38 +174,60 @@ def rotate(username: str, fmt: str, server_url: str | None) -> None:
               help="Replace the allowed networks (repeatable).")
 @click.option("--allow-any", is_flag=True, help="Remove every network restriction.")
 @click.option("--note", default=None, help="Replace the note ('' clears it).")
-@click.option("--expires", default=None, metavar="ISO-8601|never",
-              help="When the credential stops working, e.g. 2027-01-31T00:00:00Z.")
-def set_(username: str, allow_from: tuple[str, ...], allow_any: bool, note: str | None,
-         expires: str | None) -> None:
+@click.option("--expires", default=None, metavar="DURATION|ISO-8601|never",
+              help="When the credential stops working: 90d, 12h, 2027-01-31T00:00:00Z.")
+@output_option("table")
+@click.pass_context
+def set_(ctx: click.Context, username: str, allow_from: tuple[str, ...], allow_any: bool,
+         note: str | None, expires: str | None, output: str) -> None:
     """Change an account's allowed networks, note or expiry."""
     if allow_from and allow_any:
         raise click.UsageError("--allow-from and --allow-any exclude each other")
-    try:
-        allowfrom = tuple(parse_allowfrom(list(allow_from))) if allow_from else None
-    except InvalidAllowfrom:
-        raise click.BadParameter("not a CIDR", param_hint="--allow-from") from None
-    changes = AccountChanges(
-        allowfrom=() if allow_any else allowfrom,
-        note=note or None,
-        clear_note=note == "",
-        expires_at=parse_expiry(expires) if expires not in (None, "never") else None,
-        clear_expiry=expires == "never",
-    )
-    account = run(settings(), lambda s: s.accounts.change(username, changes, client="cli"))
-    click.echo(json.dumps(account_view(account), indent=2))
+    where: Backend = backend(ctx)
+    body: dict[str, Any] = {}
+    if allow_from or allow_any:
+        body["allowfrom"] = _allowfrom(allow_from)
+    if note is not None:
+        body["note"] = note or None
+    if expires == "never":
+        body["expires_at"] = None
+    elif expires is not None:
+        body["expires_at"] = parse_expiry(expires, where.now()).isoformat()
+    emit(where.change(username, body), output)
 
 
 @accounts.command("revoke")
 @click.argument("username")
 @click.option("--purge", is_flag=True, help="Also delete the account (the audit trail stays).")
-def revoke(username: str, purge: bool) -> None:
+@output_option("table")
+@click.pass_context
+def revoke(ctx: click.Context, username: str, purge: bool, output: str) -> None:
     """Revoke an account at once and delete its TXT records."""
-    if purge:
-        removed = run(settings(), lambda s: s.accounts.delete(username, client="cli"))
-        click.echo(f"deleted {username}; {removed.removed} value(s) removed, "
-                   f"{removed.pending} pending removal")
-        return
-    account, removed = run(settings(), lambda s: s.accounts.revoke(username, client="cli"))
-    click.echo(f"revoked {account.username} ({account.name}); {removed.removed} value(s) "
-               f"removed, {removed.pending} pending removal")
+    emit(backend(ctx).revoke(username, purge=purge), output)
+
+
+@accounts.command("check")
+@click.argument("username")
+@click.option("--nameserver", default=None, metavar="HOST:PORT",
+              help="Ask this nameserver every question (default: the resolver for NS and "
+                   "CNAME, DigitalOcean's nameservers for the values).")
+@output_option("table")
+@click.pass_context
+def check(ctx: click.Context, username: str, nameserver: str | None, output: str) -> None:
+    """Check that the binding works end to end: zone delegated to DigitalOcean, the
+    CNAME (delegated names), live values served. Exit status 0 only when all hold."""
+    if nameserver:
+        from app.propagation import parse_nameserver
+
+        try:
+            parse_nameserver(nameserver)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--nameserver") from None
+    report = backend(ctx).check(username, nameserver)
+    if output == "table":
+        emit(report["findings"], "table", columns=CHECK_COLUMNS)
+        click.echo(f"{username}: {'OK' if report['ok'] else 'FAILING'}", err=True)
+    else:
+        emit(report, output)
+    if not report["ok"]:
+        raise SystemExit(1)

@@ -1,18 +1,14 @@
-"""``acme-delegate audit``: read the audit trail."""
+"""``acme-delegate audit``: read the audit trail, on the database or through ``--server``."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from typing import TYPE_CHECKING
-
 import click
 
-from app.cli.common import parse_since, run, settings
-from app.core.models import AuditEvent, AuditQuery
+from app.cli.backend import backend
+from app.cli.common import parse_since
+from app.cli.output import emit, output_option
 
-if TYPE_CHECKING:
-    from app.wiring import Services
+COLUMNS = ("at", "event", "outcome", "username", "client", "name", "detail")
 
 
 @click.command()
@@ -20,18 +16,13 @@ if TYPE_CHECKING:
               help="Events at or after this time, or this long ago (30m, 12h, 7d).")
 @click.option("--account", default=None, metavar="USERNAME")
 @click.option("--event", default=None, help="Only this event (update, auth.failed, …).")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
-def audit(since: str | None, account: str | None, event: str | None, limit: int) -> None:
-    """Print audit events, oldest first, one JSON object per line."""
-
-    async def work(s: Services) -> list[AuditEvent]:
-        start = parse_since(since, s.accounts.now()) if since else None
-        return await s.accounts.audit_trail(
-            AuditQuery(since=start, username=account.lower() if account else None,
-                       event=event, limit=limit))
-
-    for item in reversed(run(settings(), work)):
-        record = asdict(item)
-        record["at"] = item.at.isoformat()
-        record["last_at"] = item.last_at.isoformat() if item.last_at else None
-        click.echo(json.dumps(record))
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@output_option("table")
+@click.pass_context
+def audit(ctx: click.Context, since: str | None, account: str | None, event: str | None,
+          limit: int, output: str) -> None:
+    """Print audit events, oldest first (the newest LIMIT)."""
+    where = backend(ctx)
+    start = parse_since(since, where.now()) if since else None
+    emit(where.audit(since=start, account=account, event=event, limit=limit), output,
+         columns=COLUMNS)

@@ -80,21 +80,43 @@ def sqlite_owner(database_url: str) -> Iterator[None]:
         raise click.ClickException(str(exc)) from None
 
 
-def parse_expiry(text: str) -> datetime:
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w``; None if ``text`` is not one."""
+    text = text.strip()
+    number, unit = text[:-1], text[-1:].lower()
+    if not (number.isascii() and number.isdigit()) or unit not in DURATION_UNITS:
+        return None
+    seconds = int(number) * DURATION_UNITS[unit]
+    if seconds > 100 * 365 * 86400:  # beyond any credential's life, and datetime's range
+        return None
+    return timedelta(seconds=seconds)
+
+
+def parse_expiry(text: str, now: datetime | None = None) -> datetime:
+    """``--expires``: a duration from now (``90d``, ``12h``) or an ISO-8601 time with a
+    time zone."""
+    duration = parse_duration(text)
+    if duration is not None:
+        if not duration:
+            raise click.BadParameter("a duration longer than 0", param_hint="--expires")
+        return (now or datetime.now(UTC)) + duration
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter("an ISO-8601 time such as 2027-01-31T00:00:00Z",
-                                 param_hint="--expires") from None
+        raise click.BadParameter("a duration (90d, 12h, 30m) or an ISO-8601 time such as "
+                                 "2027-01-31T00:00:00Z", param_hint="--expires") from None
     if when.tzinfo is None:
         raise click.BadParameter("give a time zone (Z or +hh:mm)", param_hint="--expires")
     return when
 
 
 def parse_since(text: str, now: datetime) -> datetime:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    duration = parse_duration(text)
+    if duration is not None:
+        return now - duration
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

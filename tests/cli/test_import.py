@@ -123,8 +123,7 @@ def test_import_command(standin: Standin, database_url: str,
     assert "7 acme-dns accounts: 3 imported, 4 invalid" in done.stderr
     again = run_cli("import-acme-dns", str(path), env=env)
     assert "3 already here, 4 invalid" in again.stderr
-    listed = [json.loads(line) for line in run_cli("accounts", "list", "--json",
-                                                   env=env).stdout.splitlines()]
+    listed = json.loads(run_cli("accounts", "list", "-o", "json", env=env).stdout)
     assert sorted(a["username"] for a in listed) == sorted(a["username"] for a in accounts)
     for account in accounts:
         assert account["password"] not in dry.stdout + done.stdout + again.stdout

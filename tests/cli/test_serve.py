@@ -45,12 +45,12 @@ def test_cli_accounts_lifecycle(env: dict[str, str], standin: Standin) -> None:
     assert account["allowfrom"] == ["127.0.0.0/8"]
     assert len(account["password"]) == 40
 
-    listed = run_cli("accounts", "list", "--json", env=env)
+    listed = run_cli("accounts", "list", "-o", "json", env=env)
     assert listed.returncode == 0
-    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    rows = json.loads(listed.stdout)
     assert [r["username"] for r in rows] == [account["username"]]
 
-    shown = run_cli("accounts", "show", account["username"], env=env)
+    shown = run_cli("accounts", "show", account["username"], "-o", "json", env=env)
     assert shown.returncode == 0 and json.loads(shown.stdout)["note"] == "web"
     for output in (listed, shown):
         assert account["password"] not in output.stdout + output.stderr
@@ -67,8 +67,8 @@ def test_cli_accounts_lifecycle(env: dict[str, str], standin: Standin) -> None:
     assert revoked.returncode == 0, revoked.stderr
     assert "revoked" in revoked.stdout
 
-    audit = run_cli("audit", env=env)
-    events = [json.loads(line)["event"] for line in audit.stdout.splitlines()]
+    audit = run_cli("audit", "-o", "json", env=env)
+    events = [event["event"] for event in json.loads(audit.stdout)]
     assert events.count("account.create") == 2 and "account.revoke" in events
 
 
@@ -162,7 +162,7 @@ def test_full_run_leaks_no_secret(env: dict[str, str], standin: Standin, tmp_pat
     access = [line for line in lines if line.get("event") == "http.request"]
     assert all(line["fields"]["client"] == "127.0.0.1" and line["request_id"] for line in access)
     audit = run_cli("audit", "--limit", "1000", env=env)
-    listed = run_cli("accounts", "list", "--all", "--json", env=env)
+    listed = run_cli("accounts", "list", "--all", "-o", "json", env=env)
     for secret in (DO_TOKEN, ADMIN_TOKEN, *keys):
         assert secret not in log
         assert secret not in audit.stdout + audit.stderr
@@ -188,7 +188,7 @@ def test_cli_rotate_set_purge_and_audit_filters(env: dict[str, str]) -> None:
     assert new["username"] == username and new["password"] != created["password"]
 
     changed = run_cli("accounts", "set", username, "--allow-from", "192.0.2.0/24",
-                      "--note", "moved", "--expires", "never", env=env)
+                      "--note", "moved", "--expires", "never", "-o", "json", env=env)
     assert changed.returncode == 0, changed.stderr
     view = json.loads(changed.stdout)
     assert (view["allowfrom"], view["note"], view["expires_at"], view["max_values"]) == (
@@ -197,14 +197,14 @@ def test_cli_rotate_set_purge_and_audit_filters(env: dict[str, str]) -> None:
     bad = run_cli("accounts", "set", username, "--expires", "tomorrow", env=env)
     assert bad.returncode != 0 and "--expires" in bad.stderr
 
-    stale = run_cli("accounts", "list", "--stale-days", "0", "--json", env=env)
+    stale = run_cli("accounts", "list", "--stale-days", "0", "-o", "json", env=env)
     assert username in stale.stdout
     purged = run_cli("accounts", "revoke", username, "--purge", env=env)
     assert purged.returncode == 0 and "deleted" in purged.stdout
     assert run_cli("accounts", "show", username, env=env).returncode != 0
 
-    trail = run_cli("audit", "--account", username, "--since", "1h", env=env)
-    events = [json.loads(line)["event"] for line in trail.stdout.splitlines()]
+    trail = run_cli("audit", "--account", username, "--since", "1h", "-o", "json", env=env)
+    events = [event["event"] for event in json.loads(trail.stdout)]
     assert events == ["account.create", "account.rotate", "account.change", "account.revoke",
                       "account.delete"]
     assert run_cli("audit", "--since", "yesterday", env=env).returncode != 0

@@ -63,14 +63,16 @@ class Service:
         return created
 
     def accounts(self) -> list[dict[str, Any]]:
-        result = self.cli("accounts", "list", "--all", "--json")
+        result = self.cli("accounts", "list", "--all", "-o", "json")
         assert result.returncode == 0, result.stderr
-        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        listed: list[dict[str, Any]] = json.loads(result.stdout)
+        return listed
 
     def audit(self) -> list[dict[str, Any]]:
-        result = self.cli("audit", "--limit", "1000")
+        result = self.cli("audit", "--limit", "1000", "-o", "json")
         assert result.returncode == 0, result.stderr
-        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        events: list[dict[str, Any]] = json.loads(result.stdout)
+        return events
 
     def records(self) -> list[Record]:
         return self.standin.state.all_records()
