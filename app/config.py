@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     dns_timeout: float = Field(default=2.0, gt=0, le=30)  # one query to one nameserver
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # Swagger UI (/docs) and ReDoc (/redoc), served from the package (no CDN); off hides
+    # them (the schema stays at /openapi.json).
+    api_docs: bool = True
 
     @field_validator("database_url")
     @classmethod

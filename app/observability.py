@@ -7,6 +7,7 @@ tests, never share counters.
 from __future__ import annotations
 
 import logging
+import platform
 import re
 import time
 import uuid
@@ -14,10 +15,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import __version__
 from app.core.models import AuditEvent
 from app.core.names import IPNetwork
 from app.core.reconcile import ReconcileReport
@@ -118,6 +127,8 @@ class Metrics:
         self.nameserver_up = Gauge("acme_delegate_nameserver_up",
                                    "1 while the nameserver answers queries, 0 while not",
                                    ["nameserver"], registry=r)
+        self.build_info = Info("acme_delegate_build", "The running version", registry=r)
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

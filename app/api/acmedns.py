@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app import __version__
 from app.api.deps import (
     AcmeDnsAccount,
     ClientDep,
@@ -78,12 +79,12 @@ async def update(who: AcmeDnsAccount, body: JsonBody, services: ServicesDep) -> 
 
 
 @router.get("/health", responses={200: {"content": {"application/json": {"example": {
-    "status": "ok"}}}}, 503: error_examples("database_unavailable")})
+    "status": "ok", "version": __version__}}}}, 503: error_examples("database_unavailable")})
 async def health(services: ServicesDep) -> JSONResponse:
-    """200 when the database answers, 503 when it does not."""
+    """200 when the database answers, 503 when it does not; names the running version."""
     try:
         await services.store.ping()
     except Exception as exc:  # any failure of the database is the answer here
         event(log, "health.database_down", logging.WARNING, error=type(exc).__name__)
         return error_response(503, "database_unavailable")
-    return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "ok", "version": __version__})

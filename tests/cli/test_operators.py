@@ -5,6 +5,7 @@ durations, binding checks, and read commands that never migrate."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 import subprocess
@@ -21,7 +22,7 @@ import yaml
 from app.cli.common import parse_duration, parse_expiry
 from app.standin import Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, challenge_value
-from tests.processes import cli_env, run_cli, serve
+from tests.processes import cli_env, serve
 
 
 @pytest.fixture
@@ -36,6 +37,22 @@ def env(standin: Standin, database_url: str) -> dict[str, str]:
     return cli_env(database_url=database_url, do_token=DO_TOKEN, do_api_url=standin.api_url,
                    delegation_domain="acme.example.org", admin_token=ADMIN_TOKEN,
                    public_url="https://acme.example.net")
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI in this process (a subprocess per call costs seconds of imports): the same
+    command line, environment, output streams and exit status."""
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    clean = {k: None for k in os.environ if k.startswith("ACME_DELEGATE_")}
+    settings = {k: v for k, v in env.items() if k.startswith("ACME_DELEGATE_")}
+    result = CliRunner().invoke(main, list(args), env={**clean, **settings})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout,
+                                       result.stderr)
 
 
 def ok(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -46,7 +46,8 @@ RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
     ],
     "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
     "autoscaling/v2": [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
-    "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True)],
+    "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True),
+                                 ("prometheusrules", "PrometheusRule", True)],
 }
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 WATCH_LIMIT = 30.0  # seconds a watch stays open at most

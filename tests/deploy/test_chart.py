@@ -26,6 +26,7 @@ from tests.deploy.chart_tools import (
 )
 
 DO_TOKEN = "dop_v1_" + "c4a7" * 16
+REPOSITORY = "registry.example.com/acme-delegate"
 TOKEN_ONLY: dict[str, Any] = {"digitalocean": {"token": DO_TOKEN}}
 POSTGRES_URL = "postgresql://acme:pa55word@postgresql.db.svc:5432/acme?sslmode=require"
 CONFIG_ENV = {
@@ -67,6 +68,27 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "sqlite-without-volume": {"digitalocean": {"token": DO_TOKEN},
                               "persistence": {"enabled": False},
                               "networkPolicy": {"enabled": True}},
+    "operations": {
+        "digitalocean": {"token": DO_TOKEN},
+        "serviceMonitor": {
+            "enabled": True, "namespace": "monitoring", "labels": {"release": "kps"},
+            "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                             "targetLabel": "node"}],
+            "metricRelabelings": [{"action": "drop", "regex": "python_gc_.*",
+                                   "sourceLabels": ["__name__"]}]},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kps"},
+                           "additionalLabels": {"team": "platform"}},
+        "serviceAccount": {"annotations": {"iam.example.com/role": "acme-delegate"}},
+        "extraEnv": [{"name": "ACME_DELEGATE_API_DOCS", "value": "false"}],
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ca", "readOnly": True}],
+        "podLabels": {"team": "platform"},
+        "podAnnotations": {"example.com/owner": "platform"},
+    },
+    "existing-service-account": {
+        "digitalocean": {"token": DO_TOKEN}, "database": {"url": POSTGRES_URL},
+        "serviceAccount": {"create": False, "name": "shared"},
+    },
     "ingress": {
         "digitalocean": {"token": DO_TOKEN},
         "ingress": {"enabled": True, "tls": [{"secretName": "tls",
@@ -75,11 +97,16 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
+def with_image(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the required image.repository (unless they set it themselves)."""
+    return {**values, "image": {"repository": REPOSITORY, **values.get("image", {})}}
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
     require_helm()
     names = list(SCENARIOS)
-    results = render_many([SCENARIOS[name] for name in names])
+    results = render_many([with_image(SCENARIOS[name]) for name in names])
     out: dict[str, Rendered] = {}
     for name, result in zip(names, results, strict=True):
         if isinstance(result, RenderError):
@@ -126,8 +153,17 @@ def secret_file(spec: dict[str, Any], container: dict[str, Any], path: str
 
 
 def test_lint_default_values(tmp_path: Path) -> None:
+    """The defaults lack only the image, which no public registry carries: the schema
+    says so; with it, lint is clean."""
     require_helm()
-    report = lint(CHART, tmp_path)
+    bare = lint(CHART, tmp_path / "bare")
+    # helm-sdkpy's report drops the texts: the schema fails values.yaml (and so the
+    # templates); test_schema_rejects shows the message names /image/repository.
+    assert {m["Path"] for m in bare.messages if m["Severity"] >= 2} == {
+        "values.yaml", "templates/"}, bare
+    image_only = tmp_path / "image.yaml"
+    image_only.write_text(f"image:\n  repository: {REPOSITORY}\n")
+    report = lint(with_values_file(image_only, tmp_path / "chart"), tmp_path / "lint")
     assert report.problems() == []
 
 
@@ -179,8 +215,13 @@ def test_server_container(rendered: dict[str, Rendered], name: str) -> None:
     _, _, container = server(rendered[name])
     assert container["args"] == ["serve", "--host", "0.0.0.0", "--port", "8080"]
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+    # Liveness on the process only (a database blip must not restart every replica at
+    # once), readiness on the database; startup waits for the process.
+    paths = {probe: container[probe]["httpGet"] for probe in
+             ("startupProbe", "livenessProbe", "readinessProbe")}
+    assert paths == {"startupProbe": {"path": "/livez", "port": "http"},
+                     "livenessProbe": {"path": "/livez", "port": "http"},
+                     "readinessProbe": {"path": "/readyz", "port": "http"}}
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert "/data" in mounts
 
@@ -445,6 +486,10 @@ REFUSED = {
     "open-registration-without-delegation-domain": (
         {**TOKEN_ONLY, "config": {"registration": "open"}},
         "config.registration=open hands out delegated names: set config.delegationDomain"),
+    "grace-period-shorter-than-drain": (
+        {**TOKEN_ONLY, "terminationGracePeriodSeconds": 30},
+        "terminationGracePeriodSeconds (30) must exceed lifecycle.preStopSeconds (5) plus "
+        "the 30 s drain"),
 }
 
 SCHEMA_REJECTS = {
@@ -462,6 +507,9 @@ SCHEMA_REJECTS = {
     "pull-policy-enum": ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     "service-port-range": ({"service": {"port": 0}}, "/service/port"),
     "zones-are-domains": ({"config": {"zones": ["not a domain"]}}, "/config/zones"),
+    "image-repository-required": ({"image": {"repository": ""}}, "/image/repository"),
+    "service-account-unknown-key": ({"serviceAccount": {"automount": True}}, "automount"),
+    "pre-stop-maximum": ({"lifecycle": {"preStopSeconds": 301}}, "/lifecycle/preStopSeconds"),
 }
 
 
@@ -470,7 +518,7 @@ def refusals() -> dict[str, Rendered | RenderError]:
     require_helm()
     cases = {**{k: v for k, (v, _) in REFUSED.items()},
              **{k: {**TOKEN_ONLY, **v} for k, (v, _) in SCHEMA_REJECTS.items()}}
-    return dict(zip(cases, render_many(list(cases.values())), strict=True))
+    return dict(zip(cases, render_many([with_image(v) for v in cases.values()]), strict=True))
 
 
 @pytest.mark.parametrize("case", REFUSED)
@@ -511,3 +559,113 @@ def test_chart_app_version_is_the_project_version() -> None:
     chart = (CHART / "Chart.yaml").read_text()
     assert re.search(r"^apiVersion: v2$", chart, re.M)
     assert re.search(rf'^appVersion: "{re.escape(project)}"$', chart, re.M), project
+
+
+# --- operations: probes, shutdown, ServiceAccount, monitoring, extras, helm test ------
+
+
+def test_shutdown_outlasts_the_drain(rendered: dict[str, Rendered]) -> None:
+    """The kubelet's grace period covers the preStop pause plus serve's drain."""
+    from app.server import DRAIN_SECONDS
+
+    _, spec, container = server(rendered["default"])
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[:2] == ["python", "-c"] and "sleep(5)" in pre_stop[2]
+    assert spec["terminationGracePeriodSeconds"] > 5 + DRAIN_SECONDS
+
+
+def test_service_account(rendered: dict[str, Rendered]) -> None:
+    r = rendered["operations"]
+    account = r.one("ServiceAccount")
+    assert account["metadata"]["annotations"]["iam.example.com/role"] == "acme-delegate"
+    assert account["automountServiceAccountToken"] is False
+    _, spec, _ = server(r)
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+    assert spec["automountServiceAccountToken"] is False
+    existing = rendered["existing-service-account"]
+    assert existing.of_kind("ServiceAccount") == []
+    assert server(existing)[1]["serviceAccountName"] == "shared"
+    assert pod_spec(existing.one("Job"))["serviceAccountName"] == "shared"
+
+
+def test_service_monitor_and_prometheus_rule(rendered: dict[str, Rendered]) -> None:
+    r = rendered["operations"]
+    monitor = r.one("ServiceMonitor")
+    assert monitor["metadata"]["namespace"] == "monitoring"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["acme"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["relabelings"][0]["targetLabel"] == "node"
+    assert endpoint["metricRelabelings"][0]["action"] == "drop"
+
+    rule = r.one("PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    [group] = rule["spec"]["groups"]
+    alerts = {a["alert"]: a for a in group["rules"]}
+    # One alert per row of docs/operations.md's table, on the metrics it names.
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    table = operations.split("## Alerts worth setting", 1)[1].split("\n\n", 2)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(alerts) == len(rows) - 1  # less the header
+    for name, metric in (
+            ("AcmeDelegateHealthFailing", "acme_delegate_http_requests_total"),
+            ("AcmeDelegateDigitalOceanErrors", "acme_delegate_digitalocean_requests_total"),
+            ("AcmeDelegateRateLimitBudget", "acme_delegate_digitalocean_ratelimit_remaining"),
+            ("AcmeDelegateReconcileFailures", "acme_delegate_reconcile_runs_total"),
+            ("AcmeDelegateValuesPilingUp", "acme_delegate_txt_values"),
+            ("AcmeDelegateAuthenticationFailures", "acme_delegate_auth_failures_total")):
+        assert metric in alerts[name]["expr"], name
+        assert metric.removesuffix("_total") in operations, metric
+    for alert in alerts.values():
+        assert alert["labels"]["team"] == "platform" and alert["labels"]["severity"]
+        assert alert["annotations"]["summary"]
+    assert 'job="acme-delegate",namespace="acme"' in alerts["AcmeDelegateDown"]["expr"]
+
+
+def test_extra_env_volumes_labels_and_annotations(rendered: dict[str, Rendered]) -> None:
+    deployment, spec, container = server(rendered["operations"])
+    assert env_of(container)["ACME_DELEGATE_API_DOCS"] == {
+        "name": "ACME_DELEGATE_API_DOCS", "value": "false"}
+    assert {"name": "ca", "configMap": {"name": "corporate-ca"}} in spec["volumes"]
+    assert {"name": "ca", "mountPath": "/etc/ca", "readOnly": True} in container["volumeMounts"]
+    template = deployment["spec"]["template"]["metadata"]
+    assert template["labels"]["team"] == "platform"
+    assert template["annotations"]["example.com/owner"] == "platform"
+    # Selector labels stay the chart's own: extra pod labels never change the selector.
+    assert "team" not in deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_helm_test_pod_asks_the_service(rendered: dict[str, Rendered]) -> None:
+    import yaml
+
+    r = rendered["default"]
+    hooks = [yaml.safe_load(h["manifest"]) for h in r.release.get("hooks", [])
+             if "test" in h.get("events", [])]
+    assert len(hooks) == 1, r.release.get("hooks")
+    [pod] = hooks
+    assert pod["kind"] == "Pod"
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    [container] = pod["spec"]["containers"]
+    script = container["command"][2]
+    service = r.one("Service")["metadata"]["name"]
+    assert f"http://{service}:80" in script
+    assert '"/readyz"' in script and '"/health"' in script
+    assert container["image"] == server(r)[2]["image"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["automountServiceAccountToken"] is False
+
+
+def test_chart_readme_documents_every_value() -> None:
+    import yaml
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    documented = {key for row in re.findall(r"^\| (.+?) \|", readme, re.M)
+                  for key in re.findall(r"`([A-Za-z][\w.]*)`", row)}
+    # Every key to the second level (deeper ones are a section's details).
+    keys = {f"{top}.{sub}" if isinstance(value, dict) and value else top
+            for top, value in values.items()
+            for sub in (value if isinstance(value, dict) and value else [None])}
+    sections = {"podSecurityContext", "securityContext", "resources"}
+    keys = {k for k in keys if k.split(".")[0] not in sections} | sections
+    assert keys - documented == set()

@@ -85,6 +85,13 @@ sqlite:////data/acme-delegate.sqlite3
 
 {{/* The chart refuses values that cannot work, with a message that says what to set. */}}
 {{- define "acme-delegate.validate" -}}
+{{- if not .Values.image.repository }}
+{{- fail "image.repository is required: build the image from the repository's Dockerfile, push it to your registry and set image.repository (no public registry carries it)" }}
+{{- end }}
+{{- $drain := 30 }}{{/* serve's graceful drain: DRAIN_SECONDS in app/server.py */}}
+{{- if le (int .Values.terminationGracePeriodSeconds) (add $drain (int .Values.lifecycle.preStopSeconds)) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed lifecycle.preStopSeconds (%d) plus the %d s drain, or pods are killed mid-drain" (int .Values.terminationGracePeriodSeconds) (int .Values.lifecycle.preStopSeconds) $drain) }}
+{{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not (include "acme-delegate.externalDatabase" .)) }}
 {{- fail (printf "replicaCount is %d, but the database is SQLite, which one pod only may use: set database.existingSecret (or database.url) to a PostgreSQL URL, or set replicaCount to 1" (int .Values.replicaCount)) }}
 {{- end }}
@@ -127,5 +134,13 @@ sqlite:////data/acme-delegate.sqlite3
 {{- else }}
 - name: ACME_DELEGATE_DATABASE_URL
   value: {{ include "acme-delegate.sqliteUrl" . | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "acme-delegate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "acme-delegate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
