@@ -227,8 +227,7 @@ async def rotate_account(username: str, services: ServicesDep, client: ClientDep
                          ) -> JSONResponse:
     """A new key at once; the old key stops working; the name and its values stay."""
     issued = await services.accounts.rotate(username, client=client.label)
-    view = AccountView.of(issued.account).model_dump(mode="json")
-    return JSONResponse({**view, **issued.acme_dns_json()})
+    return JSONResponse(issued.acme_dns_json())
 
 
 CHECK_EXAMPLE = {

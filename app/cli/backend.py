@@ -225,7 +225,10 @@ class Remote:
         return dict(self._call("GET", f"/admin/accounts/{username}"))
 
     def rotate(self, username: str) -> Json:
-        return dict(self._call("POST", f"/admin/accounts/{username}/rotate"))
+        # The rotate answer is exactly acme-dns's account JSON; the formats also need the
+        # account's domain, so its fields come from a read after the rotation.
+        issued = dict(self._call("POST", f"/admin/accounts/{username}/rotate"))
+        return {**self.show(username), **issued}
 
     def change(self, username: str, body: Json) -> Json:
         return dict(self._call("PATCH", f"/admin/accounts/{username}", body=body))
