@@ -613,7 +613,9 @@ def test_service_monitor_and_prometheus_rule(rendered: dict[str, Rendered]) -> N
             ("AcmeDelegateRateLimitBudget", "acme_delegate_digitalocean_ratelimit_remaining"),
             ("AcmeDelegateReconcileFailures", "acme_delegate_reconcile_runs_total"),
             ("AcmeDelegateValuesPilingUp", "acme_delegate_txt_values"),
-            ("AcmeDelegateAuthenticationFailures", "acme_delegate_auth_failures_total")):
+            ("AcmeDelegateAuthenticationFailures", "acme_delegate_auth_failures_total"),
+            ("AcmeDelegateValuesNotYetInDns", "acme_delegate_dns_waits_total"),
+            ("AcmeDelegateNameserversUnreachable", "acme_delegate_nameserver_up")):
         assert metric in alerts[name]["expr"], name
         assert metric.removesuffix("_total") in operations, metric
     for alert in alerts.values():
