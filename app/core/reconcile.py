@@ -108,7 +108,7 @@ class Reconciler:
                 for zone, names in sorted((await self._store.owned_names()).items()):
                     ours = sorted(n for n in names if n in with_values)
                     if ours:
-                        await self._zone(zone, ours, report, full=full)
+                        await self._zone(zone, ours, names, report, full=full)
         if report.repairs or report.failures:
             event(log, "reconcile.done", logging.WARNING if report.failures else logging.INFO,
                   zones=report.zones, names=report.names, expired=report.expired,
@@ -118,8 +118,8 @@ class Reconciler:
                   failures=len(report.failures))
         return report
 
-    async def _zone(self, zone: str, names: list[str], report: ReconcileReport, *,
-                    full: bool) -> None:
+    async def _zone(self, zone: str, names: list[str], owned: set[str],
+                    report: ReconcileReport, *, full: bool) -> None:
         report.zones += 1
         for name in names:
             report.names += 1
@@ -144,7 +144,10 @@ class Reconciler:
         at_name: dict[str, list[ProviderRecord]] = {}
         for record in records:
             at_name.setdefault(fqdn(record, zone), []).append(record)
-        for name in names:
+        # A listing costs the same whatever it is used for: it also settles owned names
+        # that hold no value any more but still show records (a ghost whose row is gone),
+        # which no pass would look at otherwise. Idle owned names cost nothing.
+        for name in sorted(set(names) | (owned & at_name.keys())):
             async with self._store.name_lock(name):
                 await self._name(zone, name, at_name.get(name, []), listed_at, report)
 

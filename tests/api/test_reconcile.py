@@ -90,6 +90,25 @@ async def test_ghosts_and_duplicates_at_owned_names_go_and_nothing_else_moves(
     assert (await reconciler(harness).run_once()).repairs == 0
 
 
+async def test_records_at_an_owned_name_that_holds_no_value_go_with_the_zones_listing(
+    harness: Harness,
+) -> None:
+    """A name whose rows are all gone but whose records are not (a ghost the database never
+    knew of): the listing its zone gets for the other names settles it too (the SQLite and
+    replica chaos runs once left two such records behind)."""
+    busy = await harness.create_account(domain="www.example.com")
+    idle = await harness.create_account(domain="mail.example.com")
+    await harness.update(busy, V1)
+    harness.do.add_record("example.com", "TXT", "_acme-challenge.mail", V2)
+    harness.do.add_record("example.com", "TXT", "_acme-challenge.mail", V3)
+    foreign = {r for r in harness.snapshot() if r[2] != "_acme-challenge.mail"}
+    report = await reconciler(harness).run_once()
+    assert report.ghosts == 2
+    assert harness.txt_at(idle["fulldomain"]) == []
+    assert {r for r in harness.snapshot() if r[2] != "_acme-challenge.mail"} == foreign
+    assert (await reconciler(harness).run_once()).repairs == 0
+
+
 async def test_values_deleted_behind_our_back_are_recreated(harness: Harness) -> None:
     account = await harness.create_account(domain="www.example.com")
     await harness.update(account, V1)
