@@ -95,6 +95,9 @@ def service(standin: Standin, tmp_path: Path) -> Iterator[Service]:
         # 200 once the stand-in's DNS serves the value; never DigitalOcean's nameservers.
         nameservers=standin.dns_hostport,
         wait_for_dns="20",
+        # /cleanup retires values; the reconciler's housekeeping deletes their records from
+        # spare budget on its next pass: often enough here to wait for it.
+        reconcile_interval="10",
     )
     # The service is on loopback: never let a proxy setting of the caller reach it.
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",

@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,17 @@ class Service:
             rows = conn.execute("SELECT name, value, state FROM txt_values ORDER BY id").fetchall()
         conn.close()
         return [(str(n), str(v), str(s)) for n, v, s in rows]
+
+    def cleaned_up(self, timeout: float = 40) -> None:
+        """Wait for what a cleanup leaves to housekeeping: every value it retired (no longer
+        wanted, its record still in place) deleted from DigitalOcean and forgotten."""
+        rows = self.value_rows()
+        assert all(state == "retired" for _, _, state in rows), rows
+        deadline = time.monotonic() + timeout
+        while rows and time.monotonic() < deadline:
+            time.sleep(0.5)
+            rows = self.value_rows()
+        assert rows == [], f"housekeeping left {rows} after {timeout} s"
 
     def do_writes(self) -> list[str]:
         """Every write the service sent to the DigitalOcean stand-in, as 'METHOD path'."""

@@ -184,7 +184,9 @@ def test_lego_httpreq_basic_auth_and_cleanup(service: Service, pebble: harness.P
     assert issued.ok, issued.describe()
     verify(outputs["certificate"], APEX_AND_WILDCARD, pebble)
 
-    # Cleanup removed both values: DNS, the stand-in and the database are back to before.
+    # Cleanup retired both values, and housekeeping removed them: DNS, the stand-in and the
+    # database are back to before.
+    service.cleaned_up()
     after = service.records()
     assert_only_txt_changed(before, after, [DIRECT_NAME])
     assert service.all_txt() == []
@@ -221,6 +223,7 @@ def test_lego_httpreq_delegated_name_behind_cname(service: Service,
         result = cmd.run()
         assert result.ok, f"raw_mode={raw_mode}\n{result.describe()}"
         verify(cmd.outputs["certificate"], [domain], pebble)
+        service.cleaned_up()
         assert_only_txt_changed(before, service.records(), [fulldomain])
         assert service.records() == before
         assert service.value_rows() == []
@@ -257,7 +260,8 @@ def test_certbot_manual_with_acme_delegate_hooks(service: Service,
 
     log = cmd.outputs["log"].read_text(errors="replace")
     assert log.count(f"{DIRECT_NAME} answers the value") == 2, _tail(cmd.outputs["log"])
-    # The cleanup hook removed both values.
+    # The cleanup hook retired both values, and housekeeping removed them.
+    service.cleaned_up()
     assert_only_txt_changed(before, service.records(), [DIRECT_NAME])
     assert service.all_txt() == []
     assert service.records() == before
