@@ -51,6 +51,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "replicaCount": 2,
         "digitalocean": {"token": DO_TOKEN},
         "admin": {"token": "admin-" + "9" * 40},
+        "registrationToken": {"token": "register-" + "7" * 40},
         "database": {"url": POSTGRES_URL},
         "config": {"registration": "open", "delegationDomain": "acme.example.org",
                    "zones": ["example.com", "example.org"], "txtTtl": 60,
@@ -283,8 +284,15 @@ def test_config_values_become_settings(rendered: dict[str, Rendered]) -> None:
     admin_secret, admin_key = secret_file(spec, container,
                                           env["ACME_DELEGATE_ADMIN_TOKEN_FILE"]["value"])
     assert (admin_secret, admin_key) == ("acme-delegate", "admin-token")
-    assert values["admin"]["token"] not in json.dumps(rendered["postgres-url-2"].one(
-        "Deployment"))
+    registration = secret_file(spec, container,
+                               env["ACME_DELEGATE_REGISTRATION_TOKEN_FILE"]["value"])
+    assert registration == ("acme-delegate", "registration-token")
+    secret = next(x for x in rendered["postgres-url-2"].of_kind("Secret")
+                  if x["metadata"]["name"] == "acme-delegate")
+    assert base64.b64decode(secret["data"]["registration-token"]).decode() == \
+        values["registrationToken"]["token"]
+    for token in (values["admin"]["token"], values["registrationToken"]["token"]):
+        assert token not in json.dumps(rendered["postgres-url-2"].one("Deployment"))
 
 
 def test_every_config_value_maps_to_a_documented_setting() -> None:
@@ -390,6 +398,10 @@ def test_production_values(rendered: dict[str, Rendered]) -> None:
     assert secret_file(spec, container, env["ACME_DELEGATE_ADMIN_TOKEN_FILE"]["value"]) == (
         "acme-delegate", "admin-token")
     assert env["ACME_DELEGATE_REGISTRATION"]["value"] == "token"
+    # /register takes its own secret, never the admin token (clients store the URL).
+    assert secret_file(spec, container,
+                       env["ACME_DELEGATE_REGISTRATION_TOKEN_FILE"]["value"]) == (
+        "acme-delegate", "registration-token")
     assert env["ACME_DELEGATE_TRUSTED_PROXIES"]["value"] == "10.244.0.0/16"
     assert env["ACME_DELEGATE_PUBLIC_URL"]["value"] == "https://acme-delegate.example.net"
     assert r.of_kind("Secret") == [] and r.of_kind("PersistentVolumeClaim") == []
@@ -480,9 +492,10 @@ REFUSED = {
         {"replicaCount": 3, **TOKEN_ONLY},
         "replicaCount is 3, but the database is SQLite"),
     "no-token": ({}, "no DigitalOcean token: set digitalocean.existingSecret"),
-    "token-registration-without-admin-token": (
-        {**TOKEN_ONLY, "config": {"registration": "token", "delegationDomain": "a.example"}},
-        "config.registration=token needs the admin token"),
+    "token-registration-without-registration-token": (
+        {**TOKEN_ONLY, "admin": {"token": "admin-" + "9" * 40},
+         "config": {"registration": "token", "delegationDomain": "a.example"}},
+        "config.registration=token needs the registration token"),
     "open-registration-without-delegation-domain": (
         {**TOKEN_ONLY, "config": {"registration": "open"}},
         "config.registration=open hands out delegated names: set config.delegationDomain"),

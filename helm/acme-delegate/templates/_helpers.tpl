@@ -46,7 +46,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "acme-delegate.createSecret" -}}
-{{- if or (and .Values.digitalocean.token (not .Values.digitalocean.existingSecret)) (and .Values.admin.token (not .Values.admin.existingSecret)) (and .Values.database.url (not .Values.database.existingSecret)) }}true{{ end }}
+{{- if or (and .Values.digitalocean.token (not .Values.digitalocean.existingSecret)) (and .Values.admin.token (not .Values.admin.existingSecret)) (and .Values.registrationToken.token (not .Values.registrationToken.existingSecret)) (and .Values.database.url (not .Values.database.existingSecret)) }}true{{ end }}
 {{- end }}
 
 {{/* Where each secret value comes from: "name key". */}}
@@ -63,6 +63,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s %s" .Values.admin.existingSecret .Values.admin.existingSecretKey }}
 {{- else if .Values.admin.token }}
 {{- printf "%s admin-token" (include "acme-delegate.secretName" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "acme-delegate.registrationTokenRef" -}}
+{{- if .Values.registrationToken.existingSecret }}
+{{- printf "%s %s" .Values.registrationToken.existingSecret .Values.registrationToken.existingSecretKey }}
+{{- else if .Values.registrationToken.token }}
+{{- printf "%s registration-token" (include "acme-delegate.secretName" .) }}
 {{- end }}
 {{- end }}
 
@@ -98,8 +106,8 @@ sqlite:////data/acme-delegate.sqlite3
 {{- if not (include "acme-delegate.doTokenRef" .) }}
 {{- fail "no DigitalOcean token: set digitalocean.existingSecret (a Secret holding the token under digitalocean.existingSecretKey) or digitalocean.token" }}
 {{- end }}
-{{- if and (eq .Values.config.registration "token") (not (include "acme-delegate.adminTokenRef" .)) }}
-{{- fail "config.registration=token needs the admin token: set admin.existingSecret or admin.token" }}
+{{- if and (eq .Values.config.registration "token") (not (include "acme-delegate.registrationTokenRef" .)) }}
+{{- fail "config.registration=token needs the registration token: set registrationToken.existingSecret or registrationToken.token" }}
 {{- end }}
 {{- if and (ne .Values.config.registration "closed") (not .Values.config.delegationDomain) }}
 {{- fail (printf "config.registration=%s hands out delegated names: set config.delegationDomain" .Values.config.registration) }}
