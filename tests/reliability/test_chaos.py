@@ -24,11 +24,10 @@ import httpx
 import pytest
 
 from app.core.models import ValueState
-from app.db.engine import create_engine
-from app.db.store import SqlStore
 from app.standin import Faults, RateLimits, Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, challenge_value
 from tests.processes import Served, cli_env, run_cli, serve
+from tests.reliability.support import database_state
 
 BUDGET = 200  # requests a minute we allow ourselves; the stand-in allows 250
 SINGLE_WRITERS = 10
@@ -109,15 +108,6 @@ async def hammer(cluster: Cluster, accounts: list[dict[str, Any]], pairs: list[d
     return outcome
 
 
-async def database_state(url: str, names: list[str]) -> dict[str, list[tuple[int | None, str,
-                                                                             ValueState]]]:
-    engine = create_engine(url)
-    try:
-        store = SqlStore(engine)
-        return {name: [(r.record_id, r.value, r.state) for r in await store.values_at(name)]
-                for name in names}
-    finally:
-        await engine.dispose()
 
 
 def create_accounts(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

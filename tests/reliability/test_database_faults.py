@@ -26,11 +26,10 @@ import httpx
 import pytest
 
 from app.core.models import ValueState
-from app.db.engine import create_engine
-from app.db.store import SqlStore
 from app.standin import Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, challenge_value
 from tests.processes import cli_env, free_port, run_cli, serve
+from tests.reliability.support import database_state
 from tests.strict_ci import IN_CI
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -139,15 +138,6 @@ class Load:
                     return
 
 
-async def database_values(url: str, names: list[str]
-                          ) -> dict[str, list[tuple[int | None, str, ValueState]]]:
-    engine = create_engine(url)
-    try:
-        store = SqlStore(engine)
-        return {name: [(r.record_id, r.value, r.state) for r in await store.values_at(name)]
-                for name in names}
-    finally:
-        await engine.dispose()
 
 
 @pytest.mark.postgres
@@ -192,7 +182,7 @@ def test_postgres_stopped_during_load_and_started_again(tmp_path: Path, capsys: 
                          timeout=180)
         assert result.returncode == 0, result.stdout + result.stderr
         names = [a["fulldomain"] for a in accounts]
-        rows = asyncio.run(database_values(pg.url, names))
+        rows = asyncio.run(database_state(pg.url, names))
     with capsys.disabled():
         statuses: dict[str, int] = {}
         for _, status, _, _, _ in load.answers:
