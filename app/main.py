@@ -93,6 +93,18 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+async def _backlog(scope: Scope) -> float:
+    """When a request turned away at the in-flight limit could be served: the DigitalOcean
+    budget's backlog (before the lifespan has built the services: a second)."""
+    services: Services | None = getattr(scope["app"].state, "services", None)
+    if services is None:
+        return 1.0
+    try:
+        return await services.budget.backlog()
+    except Exception:  # the window lives in the database; a hint is not worth a 500
+        return 1.0
+
+
 def create_app(
     settings: Settings, *, http: httpx.AsyncClient | None = None, reconcile: bool = True,
     services: Services | None = None, metrics: Metrics | None = None,
@@ -149,7 +161,8 @@ def create_app(
         app.add_middleware(StrictTransport)
     # The in-flight limit inside the body guard: a request takes a slot only once its
     # body is in (a slow sender holds a socket and a small buffer, never a slot).
-    app.add_middleware(InFlightLimit, limit=settings.max_in_flight)
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight,
+                       retry_after=_backlog)
     app.add_middleware(BodyGuard, timeout=settings.body_timeout)
     # Added last, so outermost: it sees every request, errors included.
     app.add_middleware(Observe, metrics=metrics, trusted_proxies=settings.trusted_proxies)

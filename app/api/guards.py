@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Awaitable, Callable
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -80,19 +82,27 @@ class InFlightLimit:
     """At most ``limit`` requests in progress; beyond, 503 at once. Connections that have
     not finished sending a request (head or body) do not count, so slow senders cannot
     lock others out (their deadlines and per-address bound: app.server, BodyGuard); nor do
-    requests that only wait for DNS (``leave_in_flight``)."""
+    requests that only wait for DNS (``leave_in_flight``).
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    ``retry_after`` estimates, for a refused request, when its turn could come (a full
+    house is almost always requests queued for DigitalOcean's budget, so the budget's
+    backlog is the estimate); a constant would bring every refused client back at once."""
+
+    def __init__(self, app: ASGIApp, *, limit: int,
+                 retry_after: Callable[[Scope], Awaitable[float]] | None = None) -> None:
         self.app = app
         self.limit = limit
         self.active = 0
+        self._retry_after = retry_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if self.active >= self.limit:
-            await _answer(scope, receive, send, 503, "overloaded", retry_after=1)
+            wait = await self._retry_after(scope) if self._retry_after else 1.0
+            await _answer(scope, receive, send, 503, "overloaded",
+                          retry_after=max(1, math.ceil(wait)))
             return
         self.active += 1
         counted = True

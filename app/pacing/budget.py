@@ -192,6 +192,14 @@ class RateBudget:
             if was_head and self._queue:
                 self._queue[0].turn.set()
 
+    async def backlog(self) -> float:
+        """Seconds until a client's write arriving now would get its slot, behind every
+        request already waiting: the truthful hint for one turned away before it could
+        even queue (the service is at its in-flight limit)."""
+        held = max(self._blocked_until - self._clock(), 0.0)
+        return held + time_until_slot(await self._recent_ages(), len(self._queue),
+                                      *self.limits(Lane.CLIENT))
+
     def _refuse(self, estimate: float) -> BudgetExhausted:
         self.refused += 1
         return BudgetExhausted(math.ceil(estimate))

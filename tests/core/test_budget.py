@@ -160,3 +160,17 @@ async def test_a_refusal_names_the_moment_its_turn_comes() -> None:
     assert hint == math.ceil(MINUTE - 10)
     clock.now += hint
     await budget.acquire(max_wait=0)  # served at the moment it was told
+
+
+async def test_the_backlog_names_when_a_newcomer_could_be_served() -> None:
+    """What a request turned away at the in-flight limit is told: the moment a client's
+    write arriving now would get its slot, never a constant."""
+    clock = FakeClock()
+    budget = RateBudget(per_minute=2, per_hour=1000, clock=clock, sleep=clock.sleep)
+    assert await budget.backlog() == 0.0  # room in the window: at once
+    await budget.acquire(max_wait=0)
+    clock.now += 10
+    await budget.acquire(max_wait=0)
+    assert await budget.backlog() == pytest.approx(MINUTE - 10)
+    clock.now += 2  # the cached window ages with the clock
+    assert await budget.backlog() == pytest.approx(MINUTE - 12)
