@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app import __version__
 from app.config import Settings
 from app.standin import Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, REGISTRATION_TOKEN, challenge_value
@@ -122,7 +123,7 @@ async def check_refused(ctx: Ctx, endpoint: str, headers: list[tuple[bytes, byte
     assert response.raised is None, (what, response.status, repr(response.raised))
     assert response.status < 500, (what, response.status, response.body[:300])
     if endpoint == "health" and response.status == 200:
-        assert response.json() == {"status": "ok"}
+        assert response.json() == {"status": "ok", "version": __version__}
     else:
         status, code = refused(response)
         if expect is not None:
