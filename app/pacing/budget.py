@@ -196,9 +196,7 @@ class RateBudget:
         """Seconds until a client's write arriving now would get its slot, behind every
         request already waiting: the truthful hint for one turned away before it could
         even queue (the service is at its in-flight limit)."""
-        held = max(self._blocked_until - self._clock(), 0.0)
-        return held + time_until_slot(await self._recent_ages(), len(self._queue),
-                                      *self.limits(Lane.CLIENT))
+        return await self._wait_behind(len(self._queue), Lane.CLIENT)
 
     def _refuse(self, estimate: float) -> BudgetExhausted:
         self.refused += 1
@@ -207,9 +205,12 @@ class RateBudget:
     async def _estimate(self, ticket: _Ticket) -> float:
         """Seconds until ``ticket``'s turn: the window's timestamps, the queue ahead."""
         ahead = self._queue.index(ticket) if ticket in self._queue else len(self._queue)
+        return await self._wait_behind(ahead, ticket.lane)
+
+    async def _wait_behind(self, ahead: int, lane: Lane) -> float:
+        """Seconds until a slot comes for a request of ``lane`` with ``ahead`` before it."""
         held = max(self._blocked_until - self._clock(), 0.0)
-        return held + time_until_slot(await self._recent_ages(), ahead,
-                                      *self.limits(ticket.lane))
+        return held + time_until_slot(await self._recent_ages(), ahead, *self.limits(lane))
 
     async def _recent_ages(self) -> list[float]:
         """The window's ages, read at most once a second: a burst of arrivals must not
