@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from app.core.models import ValueState
-from tests.api.test_reconcile import Crash, CrashAt, consistent, reconciler
 from tests.conftest import Harness, challenge_value
+from tests.core.support import Crash, CrashAt, consistent, reconciler
 
 V1, V2, V3, V4 = (challenge_value(n) for n in (1, 2, 3, 4))
 

@@ -6,10 +6,7 @@ import asyncio
 import math
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.budget import DatabaseWindow
-from app.db.engine import create_engine
 from app.pacing.budget import HOUR, MINUTE, BudgetExhausted, LocalWindow, RateBudget
 
 
@@ -74,18 +71,6 @@ async def test_digitalocean_saying_nothing_is_left_holds_requests() -> None:
         await budget.acquire(max_wait=5)
     await budget.acquire(max_wait=60)
     budget.observe("junk", None)  # ignored
-
-
-async def test_processes_share_one_window_in_the_database(database_url: str) -> None:
-    engines: list[AsyncEngine] = [create_engine(database_url) for _ in range(3)]
-    try:
-        windows = [DatabaseWindow(e) for e in engines]
-        results = await asyncio.gather(*(w.try_take(10, 100) for w in windows for _ in range(6)))
-        assert sum(1 for r in results if r == 0.0) == 10
-        assert all(MINUTE - 5 < r <= MINUTE for r in results if r)
-    finally:
-        for engine in engines:
-            await engine.dispose()
 
 
 # The fair queue: lanes, shares by credential, spare budget for housekeeping, true hints

@@ -10,34 +10,19 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from app.core.models import ValueState
-from app.core.reconcile import Reconciler, ReconcileReport
+from app.core.reconcile import ReconcileReport
 from app.db.tables import TxtValueRow
 from tests.conftest import ADMIN_TOKEN, Harness, challenge_value
+from tests.core.support import Crash, CrashAt, consistent, reconciler
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 V1, V2, V3 = (challenge_value(n) for n in (1, 2, 3))
-
-
-def reconciler(h: Harness, *, later: timedelta = timedelta(0), lifetime: int = 3600
-               ) -> Reconciler:
-    """A reconciler whose clock runs ``later`` ahead."""
-    s = h.services
-    return Reconciler(s.store, s.provider, s.challenges, lifetime=lifetime, ttl=30,
-                      clock=lambda: datetime.now(UTC) + later)
 
 
 async def age(h: Harness, name: str, seconds: int) -> None:
     async with h.services.engine.begin() as conn:
         await conn.execute(update(TxtValueRow).where(TxtValueRow.name == name).values(
             updated_at=datetime.now(UTC) - timedelta(seconds=seconds)))
-
-
-def consistent(h: Harness, rows: list[Any], name: str) -> None:
-    """DigitalOcean holds exactly the database's live values at ``name``, by id."""
-    live = {(r.record_id, r.value) for r in rows if r.state is ValueState.LIVE}
-    assert all(r.state is ValueState.LIVE for r in rows)
-    assert {(r.id, r.data) for r in h.do.find_records(name, "TXT")} == live
 
 
 async def test_a_clean_state_needs_no_repair_and_lists_each_zone_once(harness: Harness) -> None:
@@ -155,29 +140,6 @@ async def test_only_one_reconciler_at_a_time(harness: Harness) -> None:
 
 
 # Crash safety: a process killed at each point of an update
-
-
-class Crash(BaseException):
-    """Stands for SIGKILL: not an Exception, so no handler of ours catches it."""
-
-
-class CrashAt:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self._monkeypatch = monkeypatch
-
-    def __call__(self, obj: Any, method: str, *, after: bool = False) -> None:
-        real = getattr(obj, method)
-
-        async def dying(*args: Any, **kwargs: Any) -> Any:
-            if after:
-                await real(*args, **kwargs)
-            raise Crash(method)
-
-        self._monkeypatch.setattr(obj, method, dying)
-
-    def restart(self) -> None:
-        """The process comes back: the code is whole again."""
-        self._monkeypatch.undo()
 
 
 @pytest.fixture
