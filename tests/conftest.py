@@ -43,10 +43,12 @@ DO_URL = "http://do.test"
 POSTGRES_SERVER_URL = os.environ.get(
     "ACME_DELEGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-# One database per checkout: two worktrees (or two people on one server) testing at once
-# must not drop each other's database mid-run.
+# One database per checkout and per pytest-xdist worker: two worktrees (or two people on
+# one server, or two workers of one run) testing at once must not drop each other's
+# database mid-run.
 TEST_DATABASE = "acme_delegate_test_" + hashlib.sha256(
-    str(Path(__file__).resolve().parent).encode()).hexdigest()[:10]
+    str(Path(__file__).resolve().parent).encode()).hexdigest()[:10] + (
+    "_" + os.environ["PYTEST_XDIST_WORKER"] if "PYTEST_XDIST_WORKER" in os.environ else "")
 POSTGRES_URL = str(async_url(POSTGRES_SERVER_URL).set(
     drivername="postgresql", database=TEST_DATABASE).render_as_string(hide_password=False))
 

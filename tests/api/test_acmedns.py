@@ -215,7 +215,7 @@ def _forbidden_cases() -> list[tuple[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize(("case", "build"), _forbidden_cases(), ids=lambda c: str(c))
+@pytest.mark.parametrize(("case", "build"), [pytest.param(*c, id=c[0]) for c in _forbidden_cases()])
 async def test_update_authentication_failures_all_look_alike(harness: Harness, case: str,
                                                               build: Any) -> None:
     account = await registered(harness)
