@@ -40,6 +40,11 @@ from tests.security.support import (
     state_of,
 )
 
+# Cases refused while the request is still being read or parsed (size, Content-Length,
+# encoding, nesting): the hostile bytes never get near a database, so they run on SQLite
+# only. Cases whose hostile part is a credential, a name or a value (which are looked up,
+# stored or audited) run on both databases: PostgreSQL and SQLite differ there (NUL bytes).
+PARSING_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 V = challenge_value(11)
 BOUND = "_acme-challenge.www.example.com"
 KIB = 1024
@@ -152,6 +157,7 @@ def padded(ctx: Ctx, endpoint: str, size: int) -> bytes:
     return raw
 
 
+@PARSING_ONLY
 @pytest.mark.parametrize("endpoint", POSTS)
 @pytest.mark.parametrize("how", ["declared", "streamed", "declared-small", "one-mib"])
 async def test_huge_bodies_are_413(ctx: Ctx, endpoint: str, how: str) -> None:
@@ -168,6 +174,7 @@ async def test_huge_bodies_are_413(ctx: Ctx, endpoint: str, how: str) -> None:
     await check_refused(ctx, endpoint, headers, chunks, expect=(413, "payload_too_large"))
 
 
+@PARSING_ONLY
 @pytest.mark.parametrize("auth", [True, False], ids=["token", "no-token"])
 async def test_admin_api_refuses_a_huge_body_before_reading_it(ctx: Ctx, auth: bool) -> None:
     """/admin/accounts reads (and JSON-decodes) any body, of any size, before it even
@@ -185,6 +192,7 @@ async def test_admin_api_refuses_a_huge_body_before_reading_it(ctx: Ctx, auth: b
     assert_unchanged(before, await state_of(ctx.h))
 
 
+@PARSING_ONLY
 @pytest.mark.parametrize("endpoint", list(ROUTES))
 @pytest.mark.parametrize("value", [b"2", b"16000", b"-1", b"abc", b"1e3", b" 5", b"0x10",
                                    b"99999999999999999999999", b"5, 5", b"\xb2", b"\xb9\xb3"],
@@ -198,6 +206,7 @@ async def test_lying_content_length(ctx: Ctx, endpoint: str, value: bytes) -> No
     await check_refused(ctx, endpoint, headers, [b'{"x": 1}'])
 
 
+@PARSING_ONLY
 @pytest.mark.parametrize("endpoint", list(ROUTES))
 @pytest.mark.parametrize("body", [
     b'{"subdomain": "\xff\xfe", "txt": "\xc3\x28"}',
@@ -216,6 +225,7 @@ def nested(depth: int, kind: str) -> bytes:
     return b'{"a":' * depth + b"1" + b"}" * depth
 
 
+@PARSING_ONLY
 @pytest.mark.parametrize("endpoint", list(ROUTES))
 @pytest.mark.parametrize(("depth", "kind"), [(10_000, "array"), (10_000, "object"),
                                              (8_000, "array"), (3_000, "object"),
