@@ -10,9 +10,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.accounts import Registration
-from app.core.errors import InvalidDomain
 from app.core.names import IPNetwork, normalize_domain
-from app.db.engine import DatabaseUrlError, async_url
+from app.db.engine import async_url
+from app.errors import DatabaseUrlError, InvalidDomain
 from app.propagation import DIGITALOCEAN_NAMESERVERS, Nameserver, parse_nameserver
 
 DEFAULT_DATABASE_URL = "sqlite:///var/acme-delegate.sqlite3"

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from app.core.errors import InvalidDomain
 from app.core.names import check_txt_value, normalize_domain
+from app.errors import HookError, InvalidDomain
 from app.propagation import (
     Nameserver,
     PropagationChecker,
@@ -23,10 +23,6 @@ from app.propagation import (
 )
 
 ACCOUNT_FIELDS = ("username", "password", "fulldomain", "subdomain")
-
-
-class HookError(Exception):
-    """What went wrong, said so that the person running certbot can fix it."""
 
 
 def load_credentials(path: Path) -> dict[str, dict[str, Any]]:

@@ -15,19 +15,19 @@ from app.config import Settings
 from app.core.access import Gate
 from app.core.accounts import AccountService
 from app.core.challenges import ChallengeService
-from app.core.errors import ProviderUnavailable, ZoneNotFound
 from app.core.names import bindable
 from app.core.reconcile import Reconciler
 from app.core.zones import ZoneResolver
 from app.db.budget import DatabaseWindow
 from app.db.engine import create_engine
 from app.db.store import SqlStore
+from app.errors import ProviderAuthError, ProviderUnavailable, StartupError, ZoneNotFound
 from app.logs import event
 from app.observability import Metrics
 from app.pacing.budget import RateBudget
 from app.pacing.limits import Throttle
 from app.propagation import PropagationChecker
-from app.providers.digitalocean import DigitalOceanAuthError, DigitalOceanClient
+from app.providers.digitalocean import DigitalOceanClient
 
 log = logging.getLogger("acme_delegate")
 
@@ -35,10 +35,6 @@ log = logging.getLogger("acme_delegate")
 # Connections that may hold a name's advisory lock at once (twice this with overflow);
 # further updates wait their turn, holding nothing.
 LOCK_POOL = 16
-
-
-class StartupError(Exception):
-    """The configuration cannot work; the message says what to change."""
 
 
 @dataclass
@@ -147,7 +143,7 @@ async def check_provider(services: Services) -> None:
         zones = await services.zones.zones()
     except ProviderUnavailable as exc:
         cause = exc.__cause__
-        if isinstance(cause, DigitalOceanAuthError):
+        if isinstance(cause, ProviderAuthError):
             raise StartupError(
                 "DigitalOcean refused the token (401/403): check ACME_DELEGATE_DO_TOKEN and its "
                 "scopes (domain:read, domain:create, domain:update, domain:delete)"

@@ -15,11 +15,10 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from app import __version__
 from app.api.deps import AdminDep, ClientDep, ServicesDep
 from app.core.accounts import MAX_NOTE_LENGTH, MAX_VALUES_LIMIT
-from app.core.errors import InvalidInput
 from app.core.models import Account, AccountChanges, AccountFilter, AuditQuery, Mode
 from app.core.names import normalize_domain, parse_allowfrom
-from app.core.ports import ProviderError
 from app.db.budget import window_usage
+from app.errors import InvalidInput, ProviderError
 from app.observability import REPAIR_KINDS, Metrics
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])

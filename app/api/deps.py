@@ -15,11 +15,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from pydantic import SecretStr
 
-from app.api.errors import ApiError
 from app.api.request import basic_auth, bearer_token, client_address, parse_json_object
 from app.core.access import Authorized, Caller, CertificateDomain, ChallengeName, Label, Target
-from app.core.errors import MalformedJson
 from app.core.names import IPAddress
+from app.errors import AdminApiDisabled, Forbidden, MalformedJson
 from app.wiring import Services
 
 
@@ -68,10 +67,10 @@ def registration_token_given(request: Request, services: Services) -> bool:
 async def require_admin(request: Request,
                         services: Annotated[Services, Depends(get_services)]) -> None:
     if services.settings.admin_token is None:
-        raise ApiError(403, "admin_api_disabled")
+        raise AdminApiDisabled()
     # Bearer, or a Basic password (curl -u x:TOKEN).
     if not _token_given(request, services.settings.admin_token):
-        raise ApiError(401, "forbidden")
+        raise Forbidden()
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

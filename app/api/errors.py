@@ -1,4 +1,14 @@
-"""The one place that turns errors into HTTP answers: always ``{"error": code}``."""
+"""The one place that turns errors into HTTP answers: always ``{"error": code}``.
+
+``app.errors`` documents what each error means; this module says only what status each
+gets. Besides the ``DomainError`` tree (``STATUS``) it answers what libraries raise:
+
+- a path or method FastAPI does not serve, a body too large: their status, with a code;
+- a request FastAPI could not validate: 400 ``bad_request``;
+- the database's connection pool full: 503 ``overloaded`` with Retry-After;
+- the database out of reach: 503 ``database_unavailable`` with Retry-After;
+- anything else: 500 ``internal_error``, its details in the log only.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.core import errors
+from app import errors
 from app.db.engine import UNREACHABLE_ERRORS, unavailable
 from app.logs import event
 
@@ -25,6 +35,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.AccountNotFound: 404,
     errors.RegistrationClosed: 403,
     errors.NotConfigured: 501,
+    errors.AdminApiDisabled: 403,
     errors.ProviderUnavailable: 503,
     errors.TooManyRequests: 429,
 }
@@ -32,15 +43,6 @@ STATUS: dict[type[errors.DomainError], int] = {
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                408: "request_timeout",
                413: "payload_too_large"}
-
-
-class ApiError(Exception):
-    """An HTTP-level refusal that is not a domain matter (body too large, admin disabled)."""
-
-    def __init__(self, status: int, code: str) -> None:
-        super().__init__(code)
-        self.status = status
-        self.code = code
 
 
 def error_response(status: int, code: str, headers: dict[str, str] | None = None
@@ -62,11 +64,6 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         retry = exc.retry_after if exc.retry_after is not None else 10
         headers = {"Retry-After": str(max(1, math.ceil(retry)))}
     return error_response(status_of(exc), exc.code, headers)
-
-
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -102,7 +99,6 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.DomainError, _domain_error)
-    app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, _pool_exhausted)

@@ -10,8 +10,8 @@ from typing import Any
 
 from fastapi import Request
 
-from app.core.errors import MalformedJson
 from app.core.names import IPAddress, IPNetwork, in_networks
+from app.errors import MalformedJson
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from app.cli import credentials
 from app.cli.backend import Backend, backend
 from app.cli.common import parse_expiry
 from app.cli.output import OUTPUTS, emit, output_option
-from app.core.errors import InvalidAllowfrom
 from app.core.models import Mode
 from app.core.names import parse_allowfrom
+from app.errors import InvalidAllowfrom
 
 LIST_COLUMNS = ("username", "state", "mode", "fulldomain", "domain", "last_used_at")
 CHECK_COLUMNS = ("check", "ok", "detail", "fix")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from app.core.errors import DomainError
+from app.errors import DatabaseBusy, DomainError, OperatorError
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -43,14 +43,13 @@ def configure_logging(settings: Settings) -> None:
 
 
 def clean_errors(work: Callable[[], T]) -> T:
-    """Run ``work``; domain and startup errors become messages, not tracebacks."""
-    from app.wiring import StartupError
-
+    """Run ``work``; the errors of ``app.errors`` meant for a person (domain answers,
+    configuration and operator errors) become messages, not tracebacks."""
     try:
         return work()
     except DomainError as exc:
         raise click.ClickException(f"{exc.code}: {exc}") from None
-    except StartupError as exc:
+    except OperatorError as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -71,7 +70,7 @@ def run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
 @contextlib.contextmanager
 def sqlite_owner(database_url: str) -> Iterator[None]:
     """The one process that may write a SQLite database (a no-op for PostgreSQL)."""
-    from app.db.engine import DatabaseBusy, sqlite_owner
+    from app.db.engine import sqlite_owner
 
     try:
         with sqlite_owner(database_url):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from app.errors import HookError
+
 
 @click.group()
 def hook() -> None:
@@ -39,7 +41,7 @@ def certbot_auth(server: str, credentials: Path, nameserver: str | None, timeout
         where = parse_nameserver(nameserver) if nameserver else None
         asyncio.run(hooks.auth(server=server, credentials=credentials, nameserver=where,
                                timeout=timeout))
-    except (hooks.HookError, ValueError) as exc:
+    except (HookError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -53,5 +55,5 @@ def certbot_cleanup(server: str, credentials: Path, nameserver: str | None) -> N
 
     try:
         hooks.cleanup(server=server, credentials=credentials)
-    except hooks.HookError as exc:
+    except HookError as exc:
         raise click.ClickException(str(exc)) from None

@@ -35,13 +35,10 @@ def import_acme_dns(database: str, dry_run: bool) -> None:
     and allowfrom, so existing clients and CNAMEs keep working. Safe to re-run.
     """
     from app.core.importing import Importer
-    from app.db.acmedns_source import SourceError, read_accounts
+    from app.db.acmedns_source import read_accounts
 
     async def work(s: Services) -> str:
-        try:
-            found = await read_accounts(database)
-        except SourceError as exc:
-            raise click.ClickException(str(exc)) from None
+        found = await read_accounts(database)  # a SourceError is a message (clean_errors)
         importer = Importer(s.store, s.zones, delegation_domain=s.settings.delegation_domain,
                             clock=s.accounts.now)
         report = await importer.run(found, dry_run=dry_run)

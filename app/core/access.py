@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.core.audit import Auditor
-from app.core.errors import Forbidden, InvalidDomain, TooManyRequests
 from app.core.keys import hash_key, needs_rehash, verify_key
 from app.core.models import Account
 from app.core.names import (
@@ -30,6 +29,7 @@ from app.core.names import (
     normalize_fqdn,
 )
 from app.core.ports import Limit, Store, Throttle, Unit
+from app.errors import Forbidden, InvalidDomain, TooManyRequests
 from app.logs import event
 
 log = logging.getLogger("acme_delegate.access")

@@ -14,13 +14,6 @@ from datetime import datetime
 
 from app.core.audit import Auditor
 from app.core.challenges import ChallengeService, Removal, utcnow
-from app.core.errors import (
-    AccountNotFound,
-    InvalidInput,
-    NotConfigured,
-    RegistrationClosed,
-    TooManyRequests,
-)
 from app.core.keys import hash_key, new_key, new_username
 from app.core.models import (
     Account,
@@ -42,6 +35,13 @@ from app.core.names import (
 )
 from app.core.ports import Limit, Store, Throttle
 from app.core.zones import ZoneResolver
+from app.errors import (
+    AccountNotFound,
+    InvalidInput,
+    NotConfigured,
+    RegistrationClosed,
+    TooManyRequests,
+)
 from app.logs import event
 
 log = logging.getLogger("acme_delegate.accounts")

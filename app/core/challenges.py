@@ -32,20 +32,24 @@ from datetime import UTC, datetime
 
 from app.core.access import Authorized
 from app.core.audit import Auditor
-from app.core.errors import DomainError, ProviderUnavailable, TooManyRequests
 from app.core.keys import fingerprint
 from app.core.models import Account, TxtValue, ValueState
 from app.core.names import check_txt_value
 from app.core.ports import (
     DnsProvider,
     Limit,
-    NotPermitted,
-    ProviderError,
     ProviderRecord,
-    RecordMissing,
     Store,
     Throttle,
     Unit,
+)
+from app.errors import (
+    DomainError,
+    NotPermitted,
+    ProviderError,
+    ProviderUnavailable,
+    RecordMissing,
+    TooManyRequests,
 )
 from app.logs import event
 from app.pacing.terms import Lane, spending

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from app.core.audit import Auditor
-from app.core.errors import InvalidAllowfrom, InvalidDomain, NameInUse, NotConfigured
 from app.core.keys import bcrypt_hash
 from app.core.models import Mode, NewAccount
 from app.core.names import a_label, delegated_name, looks_like_username, parse_allowfrom
 from app.core.ports import Store
 from app.core.zones import ZoneResolver
+from app.errors import InvalidAllowfrom, InvalidDomain, NameInUse, NotConfigured
 
 
 class Outcome(enum.StrEnum):

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import idna
 
-from app.core.errors import BadTxt, InvalidAllowfrom, InvalidDomain
+from app.errors import BadTxt, InvalidAllowfrom, InvalidDomain
 
 CHALLENGE_LABEL = "_acme-challenge"
 MAX_NAME_LENGTH = 253

@@ -1,7 +1,8 @@
 """What the core needs from the outside world, as protocols.
 
 ``app.db.store`` implements ``Store``; ``app.providers.digitalocean``
-implements ``DnsProvider``. Tests may swap in failing implementations.
+implements ``DnsProvider`` (its failures are ``app.errors.ProviderError``).
+Tests may swap in failing implementations.
 """
 
 from __future__ import annotations
@@ -29,30 +30,6 @@ __all__ = ["Limit"]  # re-exported: the core's callers name limits through the p
 class Throttle(Protocol):
     async def blocked(self, limit: Limit, key: str) -> float | None: ...
     async def take(self, limit: Limit, key: str) -> float | None: ...
-
-
-class ProviderError(Exception):
-    """A DNS provider call failed.
-
-    ``ambiguous`` is True when the change may have happened anyway (the
-    request was sent and the answer lost or a 5xx came back), so the caller
-    must look before it assumes either outcome.
-    """
-
-    def __init__(
-        self, message: str, *, ambiguous: bool = False, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.ambiguous = ambiguous
-        self.retry_after = retry_after
-
-
-class RecordMissing(ProviderError):
-    """The record id is not there (deleted behind the service's back)."""
-
-
-class NotPermitted(ProviderError):
-    """The token may not do this (a missing scope, e.g. ``domain:update``)."""
 
 
 class ProviderRecord(Protocol):

@@ -37,7 +37,8 @@ from datetime import datetime, timedelta
 from app.core.challenges import ChallengeService
 from app.core.keys import fingerprint
 from app.core.models import TxtValue, ValueState
-from app.core.ports import DnsProvider, ProviderError, ProviderRecord, Store
+from app.core.ports import DnsProvider, ProviderRecord, Store
+from app.errors import ProviderError
 from app.logs import event
 from app.pacing.terms import Lane, spending
 

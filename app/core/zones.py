@@ -6,9 +6,9 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from app.core.errors import ProviderUnavailable, ZoneNotFound
 from app.core.names import is_within, longest_zone
-from app.core.ports import DnsProvider, ProviderError
+from app.core.ports import DnsProvider
+from app.errors import ProviderError, ProviderUnavailable, ZoneNotFound
 
 
 class ZoneResolver:

@@ -15,11 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.importing import SourceAccount
-from app.db.engine import DatabaseUrlError, async_url
-
-
-class SourceError(Exception):
-    """The acme-dns database cannot be read; the message says why."""
+from app.db.engine import async_url
+from app.errors import DatabaseUrlError, SourceError
 
 
 def source_url(location: str) -> str:

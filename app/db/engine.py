@@ -16,15 +16,13 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from app.errors import DatabaseBusy, DatabaseUrlError
+
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
 }
-
-
-class DatabaseUrlError(ValueError):
-    pass
 
 
 # What the database's drivers raise when it cannot be reached, is shutting down or
@@ -144,10 +142,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
-
-
-class DatabaseBusy(Exception):
-    """Another process serves this SQLite database."""
 
 
 @contextmanager

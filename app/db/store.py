@@ -16,7 +16,6 @@ from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.errors import DomainError, NameInUse
 from app.core.models import (
     Account,
     AccountChanges,
@@ -31,6 +30,7 @@ from app.core.models import (
 from app.db.durable import WalSync
 from app.db.tables import AccountRow, AuditRow, TxtValueRow
 from app.db.unit import SqlUnit
+from app.errors import DomainError, NameInUse
 
 
 def _account(row: Any) -> Account:

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from app.core.ports import ProviderError
+from app.errors import ProviderError
 from app.pacing.terms import Lane, current_spender
 
 # Windows a little longer than DigitalOcean's: a slot is taken a moment before the

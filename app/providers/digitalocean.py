@@ -7,12 +7,12 @@ the fully qualified name without a dot; lists are paginated at 200 and
 followed by page number, never by a URL the server hands us (the token must
 not leave for another host).
 
-Errors: every failure is a ``DigitalOceanError`` (a ``ProviderError``), with
-a message that never contains the token. Retries are bounded: 429 honours
-``retry-after`` / ``ratelimit-reset`` up to ``max_wait``; 5xx and transport
-errors are retried for reads and deletes, but a create that may have reached
-DigitalOcean is not repeated blindly: it fails as *ambiguous* and the caller
-looks before it decides.
+Errors: every failure is an ``app.errors.ProviderError`` (``ProviderFailed``,
+``ProviderRejected``, ...), with a message that never contains the token.
+Retries are bounded: 429 honours ``retry-after`` / ``ratelimit-reset`` up to
+``max_wait``; 5xx and transport errors are retried for reads and deletes, but a
+create that may have reached DigitalOcean is not repeated blindly: it fails as
+*ambiguous* and the caller looks before it decides.
 """
 
 from __future__ import annotations
@@ -28,42 +28,19 @@ from typing import Any
 import httpx
 
 from app.core.names import is_within, relative_name
-from app.core.ports import NotPermitted, ProviderError, RecordMissing
+from app.errors import (
+    NotPermitted,
+    ProviderAuthError,
+    ProviderFailed,
+    ProviderRejected,
+    RecordMissing,
+)
 from app.logs import event
 from app.pacing.budget import BudgetExhausted, RateBudget
 
 log = logging.getLogger("acme_delegate.digitalocean")
 
 PAGE_SIZE = 200  # the API's maximum; the default of 20 makes five times the calls
-
-
-class DigitalOceanError(ProviderError):
-    """Base of every error from this module; ``status`` is the HTTP status, if any."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        error_id: str | None = None,
-        ambiguous: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, ambiguous=ambiguous, retry_after=retry_after)
-        self.status = status
-        self.error_id = error_id
-
-
-class DigitalOceanUnavailable(DigitalOceanError):
-    """5xx, timeouts, connection failures, or a rate limit we could not wait out."""
-
-
-class DigitalOceanRejected(DigitalOceanError):
-    """A 4xx answer: the request itself was refused, nothing changed."""
-
-
-class DigitalOceanAuthError(DigitalOceanRejected):
-    """401/403: the token is wrong, expired or lacks a scope."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +62,7 @@ def _record(raw: Any) -> Record:
             ttl=int(raw.get("ttl") or 0),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise DigitalOceanUnavailable("DigitalOcean answered a malformed record") from exc
+        raise ProviderFailed("DigitalOcean answered a malformed record") from exc
 
 
 def _retry_after(response: httpx.Response, now: float) -> float | None:
@@ -155,18 +132,18 @@ class DigitalOceanClient:
     async def create_txt(self, zone: str, name: str, value: str, ttl: int) -> Record:
         self._check_name(zone, name)
         if not self._may_write(name):
-            raise DigitalOceanRejected("refusing to write at a name no account can be bound to")
+            raise ProviderRejected("refusing to write at a name no account can be bound to")
         body = {"type": "TXT", "name": relative_name(name, zone), "data": value, "ttl": ttl}
         response = await self._request("POST", f"/v2/domains/{zone}/records", json=body,
                                        idempotent=False, operation="create_record")
         if response.status_code != 201:
-            raise DigitalOceanUnavailable(
+            raise ProviderFailed(
                 f"create answered {response.status_code}, expected 201",
                 status=response.status_code, ambiguous=True,
             )
         record = _record(self._json(response).get("domain_record"))
         if record.data != value or record.type != "TXT":
-            raise DigitalOceanUnavailable("create answered a different record", ambiguous=True)
+            raise ProviderFailed("create answered a different record", ambiguous=True)
         return record
 
     async def update_txt(self, zone: str, name: str, record_id: int, value: str) -> Record:
@@ -176,25 +153,25 @@ class DigitalOceanClient:
         on 403."""
         self._check_name(zone, name)
         if not self._may_write(name):
-            raise DigitalOceanRejected("refusing to write at a name no account can be bound to")
+            raise ProviderRejected("refusing to write at a name no account can be bound to")
         try:
             response = await self._request(
                 "PUT", f"/v2/domains/{zone}/records/{int(record_id)}", json={"data": value},
                 idempotent=False, operation="update_record")
-        except DigitalOceanRejected as exc:
+        except ProviderRejected as exc:
             if exc.status == 404:
                 raise RecordMissing("the record is gone") from exc
             if exc.status == 403:
                 raise NotPermitted("the token may not update records (domain:update)") from exc
             raise
         if response.status_code != 200:
-            raise DigitalOceanUnavailable(
+            raise ProviderFailed(
                 f"update answered {response.status_code}, expected 200",
                 status=response.status_code, ambiguous=True,
             )
         record = _record(self._json(response).get("domain_record"))
         if record.data != value or record.type != "TXT" or record.id != record_id:
-            raise DigitalOceanUnavailable("update answered a different record", ambiguous=True)
+            raise ProviderFailed("update answered a different record", ambiguous=True)
         return record
 
     async def get_record(self, zone: str, record_id: int) -> Record | None:
@@ -203,7 +180,7 @@ class DigitalOceanClient:
             response = await self._request(
                 "GET", f"/v2/domains/{zone}/records/{int(record_id)}", idempotent=True,
                 operation="get_record")
-        except DigitalOceanRejected as exc:
+        except ProviderRejected as exc:
             if exc.status == 404:
                 return None
             raise
@@ -214,7 +191,7 @@ class DigitalOceanClient:
         try:
             await self._request("DELETE", f"/v2/domains/{zone}/records/{int(record_id)}",
                                 idempotent=True, operation="delete_record")
-        except DigitalOceanRejected as exc:
+        except ProviderRejected as exc:
             if exc.status != 404:
                 raise
 
@@ -224,7 +201,7 @@ class DigitalOceanClient:
     def _check_name(zone: str, name: str) -> None:
         # Last line of defence: never write outside the zone we were told.
         if not is_within(name, zone):
-            raise DigitalOceanRejected("refusing a name outside its zone")
+            raise ProviderRejected("refusing a name outside its zone")
 
     async def _paginate(self, path: str, params: dict[str, str], key: str, operation: str
                         ) -> list[Any]:
@@ -238,7 +215,7 @@ class DigitalOceanClient:
             body = self._json(response)
             chunk = body.get(key)
             if not isinstance(chunk, list):
-                raise DigitalOceanUnavailable(f"DigitalOcean answered without {key!r}")
+                raise ProviderFailed(f"DigitalOcean answered without {key!r}")
             items.extend(chunk)
             links = body.get("links") or {}
             pages = links.get("pages") if isinstance(links, dict) else None
@@ -246,17 +223,17 @@ class DigitalOceanClient:
                 return items
             page += 1
             if page > 10_000:
-                raise DigitalOceanUnavailable("DigitalOcean pagination does not end")
+                raise ProviderFailed("DigitalOcean pagination does not end")
 
     @staticmethod
     def _json(response: httpx.Response) -> dict[str, Any]:
         try:
             body = response.json()
         except ValueError as exc:
-            raise DigitalOceanUnavailable("DigitalOcean answered non-JSON",
+            raise ProviderFailed("DigitalOcean answered non-JSON",
                                           status=response.status_code) from exc
         if not isinstance(body, dict):
-            raise DigitalOceanUnavailable("DigitalOcean answered unexpected JSON")
+            raise ProviderFailed("DigitalOcean answered unexpected JSON")
         return body
 
     async def _request(
@@ -288,7 +265,7 @@ class DigitalOceanClient:
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 self._observe(operation, type(exc).__name__, time.monotonic() - started, None)
                 # Never reached DigitalOcean: safe to retry whatever the method.
-                error = DigitalOceanUnavailable(f"cannot reach DigitalOcean: {type(exc).__name__}")
+                error = ProviderFailed(f"cannot reach DigitalOcean: {type(exc).__name__}")
                 if last:
                     raise error from exc
                 await self._backoff(attempt)
@@ -296,7 +273,7 @@ class DigitalOceanClient:
             except httpx.HTTPError as exc:
                 self._observe(operation, type(exc).__name__, time.monotonic() - started, None)
                 # Sent, answer lost: a create may have happened.
-                error = DigitalOceanUnavailable(
+                error = ProviderFailed(
                     f"DigitalOcean request failed: {type(exc).__name__}", ambiguous=not idempotent
                 )
                 if last or not idempotent:
@@ -318,7 +295,7 @@ class DigitalOceanClient:
             if status == 429:
                 wait = _retry_after(response, time.time())
                 if last or wait is None or wait > self._max_wait:
-                    raise DigitalOceanUnavailable(
+                    raise ProviderFailed(
                         "DigitalOcean rate limit reached", status=429, error_id=error_id,
                         retry_after=wait,
                     )
@@ -326,7 +303,7 @@ class DigitalOceanClient:
                 await self._sleep(wait)
                 continue
             if status >= 500:
-                error = DigitalOceanUnavailable(
+                error = ProviderFailed(
                     f"DigitalOcean answered {status}", status=status, error_id=error_id,
                     ambiguous=not idempotent,
                 )
@@ -334,7 +311,7 @@ class DigitalOceanClient:
                     raise error
                 await self._backoff(attempt)
                 continue
-            cls = DigitalOceanAuthError if status in (401, 403) else DigitalOceanRejected
+            cls = ProviderAuthError if status in (401, 403) else ProviderRejected
             raise cls(f"DigitalOcean refused the request: {status} {error_id or ''}".strip(),
                       status=status, error_id=error_id)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.core.errors import BadTxt, InvalidAllowfrom, InvalidDomain
 from app.core.names import (
     address_allowed,
     check_txt_value,
@@ -22,6 +21,7 @@ from app.core.names import (
     parse_allowfrom,
     relative_name,
 )
+from app.errors import BadTxt, InvalidAllowfrom, InvalidDomain
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,8 @@ import httpx
 import pytest
 import respx
 
-from app.providers.digitalocean import (
-    DigitalOceanAuthError,
-    DigitalOceanClient,
-    DigitalOceanRejected,
-    DigitalOceanUnavailable,
-)
+from app.errors import ProviderAuthError, ProviderFailed, ProviderRejected
+from app.providers.digitalocean import DigitalOceanClient
 
 TOKEN = "dop_v1_" + "f" * 64
 BASE = "https://api.example.test"
@@ -64,7 +60,7 @@ async def test_create_at_the_zone_apex_uses_at(client: DigitalOceanClient) -> No
 async def test_refuses_names_outside_the_zone_before_any_request(client: DigitalOceanClient
                                                                  ) -> None:
     for name in ("example.com.evil.test", "notexample.com", "com"):
-        with pytest.raises(DigitalOceanRejected):
+        with pytest.raises(ProviderRejected):
             await client.create_txt("example.com", name, VALUE, 30)
     assert client.calls == 0
 
@@ -144,7 +140,7 @@ async def test_429_beyond_the_bounded_wait_fails_with_a_hint() -> None:
                                 sleep=Sleeps(), max_wait=5)
     respx.post(f"{BASE}/v2/domains/example.com/records").respond(
         429, headers={"retry-after": "40"}, json={"id": "too_many_requests"})
-    with pytest.raises(DigitalOceanUnavailable) as caught:
+    with pytest.raises(ProviderFailed) as caught:
         await client.create_txt("example.com", "_acme-challenge.example.com", VALUE, 30)
     assert caught.value.retry_after == 40
     assert caught.value.ambiguous is False  # a 429 was not processed
@@ -154,7 +150,7 @@ async def test_429_beyond_the_bounded_wait_fails_with_a_hint() -> None:
 async def test_5xx_on_reads_is_retried_a_bounded_number_of_times(client: DigitalOceanClient
                                                                 ) -> None:
     route = respx.get(f"{BASE}/v2/domains").respond(503, json={"id": "server_error"})
-    with pytest.raises(DigitalOceanUnavailable):
+    with pytest.raises(ProviderFailed):
         await client.list_zones()
     assert route.call_count == 4
 
@@ -164,7 +160,7 @@ async def test_5xx_on_create_is_not_repeated_and_is_ambiguous(client: DigitalOce
                                                              ) -> None:
     route = respx.post(f"{BASE}/v2/domains/example.com/records").respond(
         500, json={"id": "server_error"})
-    with pytest.raises(DigitalOceanUnavailable) as caught:
+    with pytest.raises(ProviderFailed) as caught:
         await client.create_txt("example.com", "_acme-challenge.example.com", VALUE, 30)
     assert route.call_count == 1
     assert caught.value.ambiguous is True
@@ -174,7 +170,7 @@ async def test_5xx_on_create_is_not_repeated_and_is_ambiguous(client: DigitalOce
 async def test_read_timeout_on_create_is_ambiguous(client: DigitalOceanClient) -> None:
     respx.post(f"{BASE}/v2/domains/example.com/records").mock(
         side_effect=httpx.ReadTimeout("slow"))
-    with pytest.raises(DigitalOceanUnavailable) as caught:
+    with pytest.raises(ProviderFailed) as caught:
         await client.create_txt("example.com", "_acme-challenge.example.com", VALUE, 30)
     assert caught.value.ambiguous is True
 
@@ -201,7 +197,7 @@ async def test_delete_of_a_record_already_gone_is_success(client: DigitalOceanCl
 async def test_auth_errors_never_carry_the_token(client: DigitalOceanClient, status: int) -> None:
     respx.get(f"{BASE}/v2/domains").respond(
         status, json={"id": "unauthorized", "message": f"bad token {TOKEN}"})
-    with pytest.raises(DigitalOceanAuthError) as caught:
+    with pytest.raises(ProviderAuthError) as caught:
         await client.list_zones()
     assert TOKEN not in str(caught.value)
     assert TOKEN not in repr(caught.value.args)
@@ -211,7 +207,7 @@ async def test_auth_errors_never_carry_the_token(client: DigitalOceanClient, sta
 async def test_422_is_a_rejection_not_a_retry(client: DigitalOceanClient) -> None:
     route = respx.post(f"{BASE}/v2/domains/example.com/records").respond(
         422, json={"id": "unprocessable_entity", "message": "ttl"})
-    with pytest.raises(DigitalOceanRejected) as caught:
+    with pytest.raises(ProviderRejected) as caught:
         await client.create_txt("example.com", "_acme-challenge.example.com", VALUE, 30)
     assert route.call_count == 1 and caught.value.status == 422
     assert caught.value.ambiguous is False
@@ -222,7 +218,7 @@ async def test_a_create_answering_another_record_is_not_trusted(client: DigitalO
                                                                ) -> None:
     respx.post(f"{BASE}/v2/domains/example.com/records").respond(
         201, json={"domain_record": record(9, "_acme-challenge", data="b" * 43)})
-    with pytest.raises(DigitalOceanUnavailable) as caught:
+    with pytest.raises(ProviderFailed) as caught:
         await client.create_txt("example.com", "_acme-challenge.example.com", VALUE, 30)
     assert caught.value.ambiguous is True
 
@@ -230,7 +226,7 @@ async def test_a_create_answering_another_record_is_not_trusted(client: DigitalO
 @respx.mock
 async def test_non_json_answers_are_errors(client: DigitalOceanClient) -> None:
     respx.get(f"{BASE}/v2/domains").respond(200, text="<html>")
-    with pytest.raises(DigitalOceanUnavailable):
+    with pytest.raises(ProviderFailed):
         await client.list_zones()
 
 
@@ -245,7 +241,7 @@ async def test_the_writer_refuses_names_no_account_can_have() -> None:
         201, json={"domain_record": record(1, "_acme-challenge.www")})
     for name in ("www.example.com", "example.com", "mx.acme.example.com.example.com",
                  "a.b.acme.example.com", "x.example.com"):
-        with pytest.raises(DigitalOceanRejected):
+        with pytest.raises(ProviderRejected):
             await client.create_txt("example.com", name, VALUE, 30)
     assert route.call_count == 0
     await client.create_txt("example.com", "_acme-challenge.www.example.com", VALUE, 30)

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from starlette.requests import Request
 
 from app.api.request import basic_auth, bearer_token, client_address, parse_json_object
-from app.core.errors import InvalidDomain, MalformedJson
 from app.core.names import (
     CHALLENGE_LABEL,
     challenge_name,
@@ -27,6 +26,7 @@ from app.core.names import (
     normalize_domain,
     normalize_fqdn,
 )
+from app.errors import InvalidDomain, MalformedJson
 from app.hooks import HookError, account_for
 from app.propagation import parse_nameserver
 from tests.conftest import challenge_value
