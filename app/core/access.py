@@ -28,7 +28,7 @@ from app.core.names import (
     normalize_domain,
     normalize_fqdn,
 )
-from app.core.ports import Limit, Store, Throttle, Unit
+from app.core.ports import AuditLog, Limit, Throttle, Unit
 from app.errors import Forbidden, InvalidDomain, TooManyRequests
 from app.logs import event
 
@@ -100,7 +100,7 @@ class Authorized:
 
 
 class Gate:
-    def __init__(self, store: Store, clock: Callable[[], datetime],
+    def __init__(self, store: AuditLog, clock: Callable[[], datetime],
                  throttle: Throttle | None = None) -> None:
         self._throttle = throttle
         self._clock = clock

@@ -33,7 +33,7 @@ from app.core.names import (
     new_delegation_label,
     normalize_domain,
 )
-from app.core.ports import Limit, Store, Throttle
+from app.core.ports import AccountStore, Limit, Throttle
 from app.core.zones import ZoneResolver
 from app.errors import (
     AccountNotFound,
@@ -68,7 +68,7 @@ def check_note(note: str | None) -> str | None:
 class AccountService:
     def __init__(
         self,
-        store: Store,
+        store: AccountStore,
         zones: ZoneResolver,
         challenges: ChallengeService,
         *,

@@ -11,14 +11,14 @@ from datetime import datetime, timedelta
 from app.core.keys import fingerprint
 from app.core.models import Account, AuditEvent
 from app.core.names import looks_like_username
-from app.core.ports import Store, Unit
+from app.core.ports import AuditLog, Unit
 
 # Repeats of one refusal within this window share one audit row with a count.
 REFUSAL_WINDOW = timedelta(minutes=10)
 
 
 class Auditor:
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: AuditLog, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._clock = clock
 

@@ -36,10 +36,10 @@ from app.core.keys import fingerprint
 from app.core.models import Account, TxtValue, ValueState
 from app.core.names import check_txt_value
 from app.core.ports import (
+    ChallengeStore,
     DnsProvider,
     Limit,
     ProviderRecord,
-    Store,
     Throttle,
     Unit,
 )
@@ -77,7 +77,7 @@ class Removal:
 class ChallengeService:
     def __init__(
         self,
-        store: Store,
+        store: ChallengeStore,
         provider: DnsProvider,
         *,
         ttl: int,

@@ -18,7 +18,7 @@ from app.core.audit import Auditor
 from app.core.keys import bcrypt_hash
 from app.core.models import Mode, NewAccount
 from app.core.names import a_label, delegated_name, looks_like_username, parse_allowfrom
-from app.core.ports import Store
+from app.core.ports import AccountStore
 from app.core.zones import ZoneResolver
 from app.errors import InvalidAllowfrom, InvalidDomain, NameInUse, NotConfigured
 
@@ -52,7 +52,7 @@ class ImportReport:
 
 
 class Importer:
-    def __init__(self, store: Store, zones: ZoneResolver, *, delegation_domain: str | None,
+    def __init__(self, store: AccountStore, zones: ZoneResolver, *, delegation_domain: str | None,
                  clock: Callable[[], datetime]) -> None:
         self._store = store
         self._zones = zones

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from app.core.challenges import ChallengeService
 from app.core.keys import fingerprint
 from app.core.models import TxtValue, ValueState
-from app.core.ports import DnsProvider, ProviderRecord, Store
+from app.core.ports import DnsProvider, ProviderRecord, ReconcileStore
 from app.errors import ProviderError
 from app.logs import event
 from app.pacing.terms import Lane, spending
@@ -76,7 +76,7 @@ def fqdn(record: ProviderRecord, zone: str) -> str:
 class Reconciler:
     def __init__(
         self,
-        store: Store,
+        store: ReconcileStore,
         provider: DnsProvider,
         challenges: ChallengeService,
         *,
