@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from app.core.models import Account
 from app.core.reconcile import ReconcileReport
 from app.db.tables import TxtValueRow
 from tests.conftest import ADMIN_TOKEN, Harness, challenge_value
+from tests.core.fakes import Core, FailingStore, StoreDown
 from tests.core.support import Crash, CrashAt, consistent, reconciler
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -210,3 +212,96 @@ async def test_killed_while_marking_for_eviction(harness: Harness, crash_at: Cra
     assert sorted(r.value for r in rows) == sorted([V2, V3])
     await harness.update(account, challenge_value(4))
     assert harness.txt_at(account["fulldomain"]) == sorted([V3, challenge_value(4)])
+
+
+# In isolation: an in-memory store and DNS provider (tests/core/fakes.py), no database
+
+NAME = "_acme-challenge.www.example.com"
+
+
+async def _isolated_with(*values: str) -> tuple[Core, Account]:
+    core = Core.build()
+    account = await core.account()
+    for value in values:
+        await core.update(account, value)
+        core.clock.advance(1)
+    return core, account
+
+
+async def test_isolated_a_consistent_state_is_left_alone() -> None:
+    core, _ = await _isolated_with(V1, V2)
+    before = dict(core.dns.records), dict(core.store.tables.values)
+    report = await core.reconciler.run_once()
+    assert report.repairs == 0 and report.failures == [] and report.listings == 1
+    assert (core.dns.records, core.store.tables.values) == before
+
+
+async def test_isolated_records_no_row_knows_go_and_only_at_owned_names() -> None:
+    core, _ = await _isolated_with(V1)
+    ghost = await core.dns.create_txt("example.com", NAME, V2, 30)
+    stranger = await core.dns.create_txt("example.com", "_acme-challenge.other.example.com",
+                                         V2, 30)
+    report = await core.reconciler.run_once()
+    assert report.ghosts == 1
+    assert ghost.id not in core.dns.records and stranger.id in core.dns.records
+    core.consistent(NAME)
+
+
+async def test_isolated_a_live_value_deleted_behind_our_back_is_recreated() -> None:
+    core, _ = await _isolated_with(V1)
+    core.dns.records.clear()
+    report = await core.reconciler.run_once()
+    assert report.recreated == 1 and core.dns.txt_at(NAME) == [V1]
+    core.consistent(NAME)
+
+
+async def test_isolated_values_past_their_lifetime_are_retired_then_deleted() -> None:
+    core, _ = await _isolated_with(V1)
+    core.clock.advance(3600)
+    report = await core.reconciler.run_once()
+    assert (report.expired, report.retired) == (1, 1)
+    assert core.dns.records == {} and core.store.tables.values == {}
+
+
+async def test_isolated_a_name_over_its_window_loses_its_oldest() -> None:
+    core, account = await _isolated_with(V1, V2)
+    # A crash between a create and its eviction: a third live value.
+    pending = await core.store.add_value(name=NAME, zone="example.com", value=V3,
+                                         account_id=account.id, at=core.clock.now)
+    record = await core.dns.create_txt("example.com", NAME, V3, 30)
+    await core.store.mark_live(pending.id, record.id, core.clock.now)
+    report = await core.reconciler.run_once()
+    assert report.trimmed == 1 and core.store.live(NAME) == sorted([V2, V3])
+    core.consistent(NAME)
+
+
+async def test_isolated_a_listing_that_fails_changes_nothing() -> None:
+    core, _ = await _isolated_with(V1)
+    core.dns.records.clear()
+    core.dns.fail("list_txt")
+    report = await core.reconciler.run_once()
+    assert report.failures and report.recreated == 0
+    assert core.store.live(NAME) == [V1]
+
+
+async def test_isolated_a_pass_the_database_breaks_is_finished_by_the_next() -> None:
+    store = FailingStore()
+    core = Core.build(store)
+    await core.update(await core.account(), V1)
+    core.clock.advance(1)
+    core.dns.records.clear()  # DigitalOcean lost the live value
+    store.fail("set_record_id")  # the database goes as the re-created record is noted
+    with pytest.raises(StoreDown):
+        await core.reconciler.run_once()
+    assert store.tables.values  # the row is still there: it leads
+    report = await core.reconciler.run_once()
+    # The first pass's record is a ghost now: the second deletes it and creates anew.
+    assert report.failures == [] and report.recreated == 1 and report.ghosts == 1
+    core.consistent(NAME)
+
+
+async def test_isolated_one_reconciler_at_a_time() -> None:
+    core, _ = await _isolated_with(V1)
+    async with core.store.reconcile_lock():
+        assert (await core.reconciler.run_once()).skipped
+    assert not (await core.reconciler.run_once()).skipped
