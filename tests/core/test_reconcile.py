@@ -1,5 +1,7 @@
 """The reconciler, and crash safety: whatever happened, one pass makes DigitalOcean match
-the database, touching nothing it does not own."""
+the database, touching nothing it does not own. First through the service on each
+database and the stand-in; then (``test_isolated_*``) the reconciler alone on the
+in-memory store and DNS of tests/core/fakes.py."""
 
 from __future__ import annotations
 
