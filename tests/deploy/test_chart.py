@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from app.config import Settings
 from tests.deploy.chart_tools import (
     CHART,
     PRODUCTION_VALUES,
@@ -42,6 +43,9 @@ CONFIG_ENV = {
     "logLevel": "ACME_DELEGATE_LOG_LEVEL",
     "doApiUrl": "ACME_DELEGATE_DO_API_URL",
     "doTimeout": "ACME_DELEGATE_DO_TIMEOUT",
+    "waitForDns": "ACME_DELEGATE_WAIT_FOR_DNS",
+    "nameservers": "ACME_DELEGATE_NAMESERVERS",
+    "newValuesPerHour": "ACME_DELEGATE_NEW_VALUES_PER_HOUR",
 }
 
 # Each scenario: values given to `helm install` (as --values would).
@@ -55,7 +59,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "database": {"url": POSTGRES_URL},
         "config": {"registration": "open", "delegationDomain": "acme.example.org",
                    "zones": ["example.com", "example.org"], "txtTtl": 60,
-                   "recordLifetime": 1_000_000, "doApiUrl": "http://do.internal:8080"},
+                   "recordLifetime": 1_000_000, "doApiUrl": "http://do.internal:8080",
+                   "waitForDns": 45, "nameservers": ["10.0.0.53:53", "[fd00::53]:5353"],
+                   "newValuesPerHour": 12},
     },
     "postgres-secret-1": {
         "digitalocean": {"existingSecret": "do", "existingSecretKey": "api-token"},
@@ -279,8 +285,16 @@ def test_config_values_become_settings(rendered: dict[str, Rendered]) -> None:
         "ACME_DELEGATE_LOG_LEVEL": "INFO",
         "ACME_DELEGATE_DO_API_URL": "http://do.internal:8080",
         "ACME_DELEGATE_DO_TIMEOUT": "10",
+        "ACME_DELEGATE_WAIT_FOR_DNS": "45",
+        "ACME_DELEGATE_NAMESERVERS": "10.0.0.53:53,[fd00::53]:5353",
+        "ACME_DELEGATE_NEW_VALUES_PER_HOUR": "12",
     }
     assert {k: env[k].get("value") for k in expected} == expected
+    # ...and the service reads them as meant.
+    settings = Settings(**{k.removeprefix("ACME_DELEGATE_").lower(): v
+                           for k, v in expected.items()})
+    assert settings.wait_for_dns == 45 and settings.new_values_per_hour == 12
+    assert [str(n) for n in settings.nameservers] == ["10.0.0.53:53", "[fd00::53]:5353"]
     admin_secret, admin_key = secret_file(spec, container,
                                           env["ACME_DELEGATE_ADMIN_TOKEN_FILE"]["value"])
     assert (admin_secret, admin_key) == ("acme-delegate", "admin-token")
