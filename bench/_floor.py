@@ -3,13 +3,14 @@
 no access log), in a process of its own. ``bench.overhead`` measures it beside the real
 ``/update`` with the same load generator; the ratio says what the service adds.
 
-argv[1] is the port; the process prints nothing and runs until it is terminated.
+Its arguments are ``serve``'s (``serve --host H --port P``: tests.support.processes.Serve
+starts it as it starts the service); it prints nothing and runs until it is terminated.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -35,7 +36,12 @@ def main() -> int:
 
     from app.server import HeadTimeoutProtocol
 
-    uvicorn.run(floor_app(), host="127.0.0.1", port=int(sys.argv[1]), proxy_headers=False,
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(floor_app(), host=args.host, port=args.port, proxy_headers=False,
                 server_header=False, log_config=None, log_level="warning", access_log=False,
                 http=HeadTimeoutProtocol, h11_max_incomplete_event_size=16 * 1024,
                 timeout_keep_alive=5)

@@ -30,16 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    Credential,
     Progress,
-    Serve,
-    StandinProcess,
-    Values,
-    fresh_database,
     machine,
     plot_result,
-    raise_open_files_limit,
-    seed_accounts,
     service_env,
     summarize_calls,
     table,
@@ -47,6 +40,11 @@ from bench.common import (
     write_result,
 )
 from bench.loadgen import HttpClient, update
+from tests.support.databases import fresh_database
+from tests.support.ports import raise_open_files_limit
+from tests.support.processes import Serve
+from tests.support.seed import Credential, Values, seed_accounts
+from tests.support.standin import StandinProcess
 
 NAME = "burst"
 ZONE = "example.com"

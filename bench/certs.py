@@ -52,9 +52,6 @@ from bench.common import (
     IN_CI,
     BenchSkip,
     Progress,
-    Serve,
-    StandinProcess,
-    fresh_database,
     machine,
     plot_result,
     say,
@@ -64,18 +61,27 @@ from bench.common import (
     workdir_for,
     write_result,
 )
+from tests.support.acme import (
+    certbot_manual_command,
+    find_certbot,
+    find_lego,
+    find_pylego_python,
+    lego_httpreq_command,
+    pylego_acmedns_command,
+    pylego_command,
+    read_pylego_outcome,
+)
+from tests.support.databases import fresh_database
+from tests.support.pebble import find_pebble, run_pebble
+from tests.support.processes import Serve
+from tests.support.standin import StandinProcess
+from tests.support.tls import find_openssl, verify_issued_certificate
+from tests.support.tools import ToolMissing
 
 NAME = "certs"
 ZONE = "example.com"
 TIME_TARGET = 1.10  # acme-delegate's wall time at most 10 % over the direct-token peer's
 PAIRS = ("lego", "pylego", "certbot")
-
-
-def _harness() -> Any:
-    """tests/e2e/harness.py: Pebble, client command builders, certificate checks."""
-    from tests.e2e import harness
-
-    return harness
 
 
 @dataclass
@@ -153,7 +159,6 @@ def certbot_digitalocean_problem(certbot: str, endpoint: str) -> str | None:
 def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
                   serve: Serve, accounts: dict[str, dict[str, Any]], work: Path,
                   skipped: dict[str, str]) -> list[Client]:
-    h = _harness()
     dns = standin.dns_hostport
     root_pem = pebble.root_pem()
     clients: list[Client] = []
@@ -163,7 +168,7 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
             if not result.ok:
                 return str(result.describe())[-1500:]
             try:
-                h.verify_issued_certificate(cmd.outputs[path_key], cmd.domains,
+                verify_issued_certificate(cmd.outputs[path_key], cmd.domains,
                                             root_pem=root_pem)
             except Exception as exc:
                 return f"certificate check failed: {exc}"
@@ -171,11 +176,11 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
         return check
 
     def pylego_ok(cmd: Any, result: Any) -> str | None:
-        outcome = h.read_pylego_outcome(cmd)
+        outcome = read_pylego_outcome(cmd)
         if not outcome.ok:
             return f"{outcome.code}: {outcome.detail[:500]}\n{result.describe()[-800:]}"
         try:
-            h.verify_issued_certificate(outcome.certificate, cmd.domains, root_pem=root_pem)
+            verify_issued_certificate(outcome.certificate, cmd.domains, root_pem=root_pem)
         except Exception as exc:
             return f"certificate check failed: {exc}"
         return None
@@ -189,9 +194,9 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
 
     if "lego" in pairs:
         try:
-            lego = h.find_lego()
+            lego = find_lego()
             problem = lego_takes_api_url(lego)
-        except h.ToolMissing as exc:
+        except ToolMissing as exc:
             lego, problem = None, str(exc)
         if lego is None:
             skipped["lego"] = str(problem)
@@ -200,7 +205,7 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
 
             def lego_httpreq(workdir: Path, d: str = lego_account["domain"],
                              account: dict[str, Any] = lego_account) -> Any:
-                return with_domains(h.lego_httpreq_command(
+                return with_domains(lego_httpreq_command(
                     pebble, endpoint=serve.url, domains=domains(d), dns_resolver=dns,
                     workdir=workdir, username=account["username"],
                     password=account["password"], lego=lego), domains(d))
@@ -213,7 +218,7 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
             else:
                 def lego_do(workdir: Path, d: str = "lego-do.example.com") -> Any:
                     # The very same command as httpreq's, provider and its settings swapped.
-                    cmd = h.lego_httpreq_command(pebble, endpoint=serve.url,
+                    cmd = lego_httpreq_command(pebble, endpoint=serve.url,
                                                  domains=domains(d), dns_resolver=dns,
                                                  workdir=workdir, lego=lego)
                     at = cmd.argv.index("--dns")
@@ -233,9 +238,9 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
 
     if "pylego" in pairs:
         try:
-            python = h.find_pylego_python()
+            python = find_pylego_python()
             problem = pylego_takes_api_url(python)
-        except h.ToolMissing as exc:
+        except ToolMissing as exc:
             python, problem = None, str(exc)
         if python is None:
             skipped["pylego"] = str(problem)
@@ -249,7 +254,7 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
             storage.chmod(0o600)
 
             def pylego_acmedns(workdir: Path, d: str = pylego_account["domain"]) -> Any:
-                return with_domains(h.pylego_acmedns_command(
+                return with_domains(pylego_acmedns_command(
                     pebble, api_base=serve.url, storage_path=storage, domains=domains(d),
                     dns_resolver=dns, workdir=workdir, python=python,
                     require_recursive_value=True), domains(d))
@@ -266,7 +271,7 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
                     env = {"DO_AUTH_TOKEN": standin.token, "DO_API_URL": standin.api_url,
                            "DO_POLLING_INTERVAL": "2", "DO_PROPAGATION_TIMEOUT": "60",
                            "DO_HTTP_TIMEOUT": "30"}
-                    return with_domains(h.pylego_command(
+                    return with_domains(pylego_command(
                         pebble, plugin="digitalocean", plugin_env=env, domains=domains(d),
                         dns_resolver=dns, workdir=workdir, python=python,
                         require_recursive_value=True), domains(d))
@@ -278,8 +283,8 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
 
     if "certbot" in pairs:
         try:
-            certbot = h.find_certbot()
-        except h.ToolMissing as exc:
+            certbot = find_certbot()
+        except ToolMissing as exc:
             certbot = None
             skipped["certbot"] = str(exc)
         if certbot is not None:
@@ -296,7 +301,7 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
             cleanup = shlex.join([str(exe), "hook", "certbot-cleanup", *common])
 
             def certbot_hooks(workdir: Path, d: str = certbot_account["domain"]) -> Any:
-                return with_domains(h.certbot_manual_command(
+                return with_domains(certbot_manual_command(
                     pebble, domains=domains(d), workdir=workdir, auth_hook=auth,
                     cleanup_hook=cleanup, certbot=certbot), domains(d))
 
@@ -315,7 +320,7 @@ def build_clients(pairs: Sequence[str], *, pebble: Any, standin: StandinProcess,
 
                 def certbot_do(workdir: Path, d: str = "certbot-do.example.com") -> Any:
                     # The hooks' command with the authenticator swapped for the plugin.
-                    cmd = h.certbot_manual_command(pebble, domains=domains(d),
+                    cmd = certbot_manual_command(pebble, domains=domains(d),
                                                    workdir=workdir, auth_hook="true",
                                                    certbot=certbot)
                     at = cmd.argv.index("--manual")
@@ -418,11 +423,10 @@ def summarize_client(client: Client) -> dict[str, Any]:
 
 def run_config(latency: float, *, pairs: Sequence[str], reps: int, work: Path,
                progress: Progress, skipped: dict[str, str]) -> dict[str, Any]:
-    h = _harness()
     try:
-        h.find_pebble()
-        h.find_openssl()
-    except h.ToolMissing as exc:
+        find_pebble()
+        find_openssl()
+    except ToolMissing as exc:
         raise BenchSkip(str(exc)) from exc
     work.mkdir(parents=True, exist_ok=True)
     with StandinProcess(zones=[ZONE]) as standin:
@@ -432,7 +436,7 @@ def run_config(latency: float, *, pairs: Sequence[str], reps: int, work: Path,
         started = time.monotonic()
         served_env = env
         with Serve(env, work / f"serve-{latency:g}.log") as served, \
-                h.run_pebble(standin.dns_hostport, workdir=work / f"pebble-{latency:g}") as pb:
+                run_pebble(standin.dns_hostport, workdir=work / f"pebble-{latency:g}") as pb:
             accounts: dict[str, dict[str, Any]] = {}
             with httpx.Client(base_url=served.url, trust_env=False, timeout=60) as http:
                 for pair in pairs:

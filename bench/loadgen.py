@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bench.common import Credential
+from tests.support.seed import Credential
 
 
 @dataclass(frozen=True)

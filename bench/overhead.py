@@ -47,21 +47,12 @@ from typing import Any
 from bench.common import (
     IN_CI,
     BenchSkip,
-    Credential,
     Progress,
-    Serve,
-    StandinProcess,
-    Values,
-    clean_env,
-    drop_database,
-    fresh_database,
     latency_summary,
     machine,
     plot_result,
-    postgres_version,
     require_database,
     say,
-    seed_accounts,
     service_env,
     summarize_calls,
     table,
@@ -69,6 +60,11 @@ from bench.common import (
     write_result,
 )
 from bench.loadgen import HttpClient, update
+from tests.support.databases import drop_database, fresh_database, postgres_version
+from tests.support.env import clean_env
+from tests.support.processes import Serve
+from tests.support.seed import Credential, Values, seed_accounts
+from tests.support.standin import StandinProcess
 
 NAME = "overhead"
 ZONE = "example.com"
@@ -359,7 +355,7 @@ def run(*, databases: Sequence[str] = ("sqlite", "postgres"),
                 env = service_env(url, standin, updates_per_minute=UNTHROTTLED)
                 with Serve(env, work / f"serve-{database}-{latency:g}.log") as served, \
                         Serve(clean_env(), work / f"floor-{database}-{latency:g}.log",
-                              floor=True) as floor:
+                              program=("-m", "bench._floor")) as floor:
                     result = asyncio.run(measure(
                         served, floor, standin, credentials, concurrency=concurrency,
                         requests=requests, seconds=seconds, warmup=warmup, rounds=rounds,

@@ -24,19 +24,13 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.common import (
-    Serve,
-    StandinProcess,
-    Values,
-    drop_database,
-    fresh_database,
-    require_database,
-    seed_accounts,
-    service_env,
-    workdir_for,
-)
+from bench.common import require_database, service_env, workdir_for
 from bench.loadgen import HttpClient, update
 from bench.overhead import UNTHROTTLED, ZONE, closed_loop, same_value
+from tests.support.databases import drop_database, fresh_database
+from tests.support.processes import Serve
+from tests.support.seed import Values, seed_accounts
+from tests.support.standin import StandinProcess
 
 NAME = "profile"
 

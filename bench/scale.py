@@ -41,22 +41,12 @@ from typing import Any
 from bench.common import (
     IN_CI,
     BenchSkip,
-    Credential,
     Progress,
-    Serve,
-    StandinProcess,
-    Values,
-    drop_database,
-    fresh_database,
     latency_summary,
     machine,
     plot_result,
-    postgres_version,
     require_database,
-    run_cli,
     say,
-    seed_accounts,
-    seed_live_values,
     service_env,
     table,
     workdir_for,
@@ -64,6 +54,10 @@ from bench.common import (
 )
 from bench.loadgen import HttpClient, update
 from bench.overhead import SETUP_CONCURRENCY, UNTHROTTLED, Job, closed_loop, paced, prefill
+from tests.support.databases import drop_database, fresh_database, postgres_version
+from tests.support.processes import Serve, run_cli
+from tests.support.seed import Credential, Values, seed_accounts, seed_live_values
+from tests.support.standin import StandinProcess
 
 NAME = "scale"
 ZONES = [f"zone{k}.example" for k in range(10)]
@@ -230,15 +224,15 @@ def run_database(database: str, *, baseline: int, credentials: int, work: Path,
                 continue
             progress.update(note=f"acme-delegate reconcile, {size.n:,} credentials",
                             force=True)
-            completed, took, peak = run_cli("reconcile", env=size.env,
-                                            timeout=reconcile_timeout)
+            completed = run_cli("reconcile", env=size.env, timeout=reconcile_timeout,
+                                sample_every=0.2)
             try:
                 report = json.loads(completed.stdout.strip().splitlines()[-1])
             except (ValueError, IndexError):
                 report = {"error": (completed.stderr or completed.stdout)[-500:]}
             size.result["reconcile"] = {
-                "seconds": round(took, 1), "returncode": completed.returncode,
-                "timed_out": took >= reconcile_timeout, "peak_rss_kb": peak,
+                "seconds": round(completed.seconds, 1), "returncode": completed.returncode,
+                "timed_out": completed.timed_out, "peak_rss_kb": completed.peak_rss_kb,
                 "report": report}
         for size in sizes:
             if database == "sqlite":

@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.strict_ci import IN_CI
+from tests.support.acme import find_certbot
+from tests.support.pebble import find_pebble
+from tests.support.tls import find_openssl
+from tests.support.tools import ToolMissing
 
 
 def skip_or_fail(message: str) -> None:
@@ -146,13 +150,12 @@ def test_scale(tmp_path: Path) -> None:
 def test_certs(tmp_path: Path) -> None:
     """The certbot pair only (the quickest): one certificate each way."""
     from bench import certs
-    from tests.e2e import harness
 
     try:
-        harness.find_pebble()
-        harness.find_openssl()
-        certbot = harness.find_certbot()
-    except harness.ToolMissing as exc:
+        find_pebble()
+        find_openssl()
+        certbot = find_certbot()
+    except ToolMissing as exc:
         skip_or_fail(str(exc))
     problem = certs.certbot_digitalocean_problem(certbot, "http://127.0.0.1:9/v2/")
     if problem is not None:

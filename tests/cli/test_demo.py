@@ -11,13 +11,14 @@ from pathlib import Path
 import httpx
 
 from app.demo import DEMO_PROPAGATION_DELAY
-from tests.processes import cli_env, run_cli, serve
+from tests.support.env import cli_env
+from tests.support.processes import Serve, run_cli
 
 
 def test_serve_without_a_token_runs_the_demo(tmp_path: Path) -> None:
     env = cli_env(log_format="text", wait_for_dns="20")
     env.pop("ACME_DELEGATE_DO_TOKEN", None)
-    with serve(env, tmp_path / "demo.log", "--standin-dns-port", "0") as served:
+    with Serve(env, tmp_path / "demo.log", "--standin-dns-port", "0") as served:
         out = served.log()
         assert "STAND-IN MODE" in out and "nothing reaches DigitalOcean" in out
         account = json.loads(next(line for line in out.splitlines() if line.startswith("{")))

@@ -16,7 +16,8 @@ from app.core.importing import Importer, Outcome
 from app.db.acmedns_source import read_accounts
 from app.standin import Standin
 from tests.conftest import DO_TOKEN, Harness, challenge_value
-from tests.processes import cli_env, run_cli
+from tests.support.env import cli_env
+from tests.support.processes import run_cli
 
 V1 = challenge_value(1)
 

@@ -22,7 +22,8 @@ import yaml
 from app.cli.common import parse_duration, parse_expiry
 from app.standin import Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, challenge_value
-from tests.processes import cli_env, serve
+from tests.support.env import cli_env
+from tests.support.processes import Serve
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def test_remote_cli_prints_what_local_prints(env: dict[str, str], tmp_path: Path
     web = json.loads(ok("accounts", "create", "--domain", "www.example.com", "--note", "web",
                         env=env).stdout)
     ok("accounts", "create", "--domain", "www.customer.net", "--delegated", env=env)
-    with serve(env, tmp_path / "serve.log") as served:
+    with Serve(env, tmp_path / "serve.log") as served:
         remote = remote_env(served.url)
         for args in (["accounts", "list"], ["accounts", "show", web["username"]],
                      ["audit", "--event", "account.create"]):
@@ -357,7 +358,7 @@ def test_accounts_check_on_the_standin(env: dict[str, str], standin: Standin,
     assert right.returncode == 0, right.stdout + right.stderr
     assert right.stdout.splitlines()[0].split() == ["CHECK", "OK", "DETAIL", "FIX"]
 
-    with serve(env, tmp_path / "serve.log") as served:
+    with Serve(env, tmp_path / "serve.log") as served:
         http = httpx.Client(base_url=served.url)
         request.addfinalizer(http.close)
         put = http.post("/update", json={"subdomain": account["subdomain"],

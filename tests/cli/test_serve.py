@@ -13,7 +13,8 @@ import pytest
 from app.core.keys import hash_key
 from app.standin import Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, challenge_value
-from tests.processes import cli_env, run_cli, serve
+from tests.support.env import cli_env
+from tests.support.processes import Serve, run_cli
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def test_full_run_leaks_no_secret(env: dict[str, str], standin: Standin, tmp_pat
     assert created.returncode == 0
     cli_account = json.loads(created.stdout)
     keys.append(cli_account["password"])
-    with serve(env, tmp_path / "serve.log") as served, httpx.Client(base_url=served.url) as http:
+    with Serve(env, tmp_path / "serve.log") as served, httpx.Client(base_url=served.url) as http:
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         registered = http.post("/register").json()
         keys.append(registered["password"])
@@ -217,6 +218,7 @@ def test_serve_migrates_and_builds_the_service_graph_once(
     from typing import Any
 
     from click.testing import CliRunner
+    from fastapi import FastAPI
 
     import app.db.migrate
     import app.wiring
@@ -241,6 +243,7 @@ def test_serve_migrates_and_builds_the_service_graph_once(
     async def fake_serve(self: Server, sockets: Any = None) -> None:
         # Run the app's lifespan as uvicorn would, without listening.
         application = self.config.app
+        assert isinstance(application, FastAPI)
         async with application.router.lifespan_context(application):
             counts["app_used_ours"] += application.state.services is built[0]
         self.started = True

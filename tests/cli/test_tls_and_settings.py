@@ -15,8 +15,10 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.standin import Standin
-from tests.conftest import DO_TOKEN, IN_CI, challenge_value
-from tests.processes import cli_env, serve
+from tests.conftest import DO_TOKEN, challenge_value
+from tests.strict_ci import IN_CI
+from tests.support.env import cli_env
+from tests.support.processes import Serve
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def test_serve_terminates_tls_with_hsts(certificate: tuple[Path, Path], standin:
     env = cli_env(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", do_token=DO_TOKEN,
                   do_api_url=standin.api_url, tls_cert_file=str(cert), tls_key_file=str(key))
     context = ssl.create_default_context(cafile=str(cert))
-    with serve(env, tmp_path / "serve.log", scheme="https", verify=context) as served:
+    with Serve(env, tmp_path / "serve.log", scheme="https", verify=context) as served:
         response = httpx.get(served.url + "/health", verify=context)
         assert response.status_code == 200
         assert response.headers["strict-transport-security"].startswith("max-age=31536000")

@@ -22,8 +22,9 @@ from app.config import Settings
 from app.db.migrate import upgrade
 from app.main import create_app
 from app.standin import StandinState
-from tests.conftest import ADMIN_TOKEN, DO_TOKEN, DO_URL, IN_CI, do_transport
-from tests.processes import free_port
+from tests.conftest import ADMIN_TOKEN, DO_TOKEN, DO_URL, do_transport
+from tests.strict_ci import IN_CI
+from tests.support.ports import free_port
 
 CHROMIUM = os.environ.get("ACME_DELEGATE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ACME_DELEGATE_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -4,7 +4,7 @@ Every flow but the last issues a real certificate from Pebble, which validates D
 asking the stand-in's DNS server, and checks its SANs and its chain up to Pebble's root.
 After each flow the stand-in's records are compared with a snapshot taken before the
 client ran: nothing may change but TXT records at the names the flow's credentials are
-bound to. See harness.py and FINDINGS.md for why each client is driven the way it is.
+bound to. See tests/support/acme.py and FINDINGS.md for why each client is driven the way it is.
 """
 
 from __future__ import annotations
@@ -24,17 +24,30 @@ from typing import Any
 import dns.message
 import dns.query
 import dns.rdatatype
-import harness
 import pytest
-from e2e_support import (
+
+from app.standin import Standin
+from tests.e2e.support import (
     PROPAGATION_DELAY,
     Service,
     assert_only_txt_changed,
     customer_cname,
     write_private_json,
 )
-
-from app.standin import Standin
+from tests.support.acme import (
+    PylegoOutcome,
+    acmedns_storage_account,
+    certbot_acmedns_command,
+    certbot_manual_command,
+    lego_httpreq_command,
+    pylego_acmedns_command,
+    read_pylego_outcome,
+    write_acmedns_hook,
+    write_acmedns_registration_file,
+)
+from tests.support.pebble import PebbleInstance
+from tests.support.processes import ToolResult
+from tests.support.tls import verify_issued_certificate
 
 pytestmark = pytest.mark.e2e
 
@@ -42,8 +55,8 @@ APEX_AND_WILDCARD = ["example.com", "*.example.com"]
 DIRECT_NAME = "_acme-challenge.example.com"
 
 
-def verify(pem: str | Path, sans: list[str], pebble: harness.PebbleInstance) -> None:
-    info = harness.verify_issued_certificate(pem, sans, root_pem=pebble.root_pem())
+def verify(pem: str | Path, sans: list[str], pebble: PebbleInstance) -> None:
+    info = verify_issued_certificate(pem, sans, root_pem=pebble.root_pem())
     assert info.chain_length >= 2, "expected the leaf and Pebble's intermediate"
     assert pebble.cert_status(info.serial_hex)["Status"] == "Valid"
 
@@ -70,7 +83,7 @@ def acme_value(seed: str) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def test_lego_acmedns_direct_name(service: Service, pebble: harness.PebbleInstance,
+def test_lego_acmedns_direct_name(service: Service, pebble: PebbleInstance,
                                   pylego_python: str, tmp_path: Path) -> None:
     """An account from ``accounts create --format lego`` as lego's storage file; lego
     puts two values at once at ``_acme-challenge.example.com`` (apex + wildcard)."""
@@ -81,17 +94,17 @@ def test_lego_acmedns_direct_name(service: Service, pebble: harness.PebbleInstan
     storage = write_private_json(tmp_path / "lego-acme-dns.json", storage_data)
     before = service.records()
 
-    cmd = harness.pylego_acmedns_command(
+    cmd = pylego_acmedns_command(
         pebble, api_base=service.url, storage_path=storage, domains=APEX_AND_WILDCARD,
         dns_resolver=service.standin.dns_hostport, workdir=tmp_path / "pylego",
         python=pylego_python, require_recursive_value=True)
     result = cmd.run()
-    outcome = harness.read_pylego_outcome(cmd)
+    outcome = read_pylego_outcome(cmd)
     assert outcome.ok, f"{outcome.code}: {outcome.detail}\n{result.describe()}"
     verify(outcome.certificate, APEX_AND_WILDCARD, pebble)
 
     # lego used the stored account: no registration happened.
-    assert harness.acmedns_storage_account(storage, "example.com") == account
+    assert acmedns_storage_account(storage, "example.com") == account
     assert [a["username"] for a in service.accounts()] == [account["username"]]
     # Both values of the order are live at the one bound name, nowhere else.
     assert_only_txt_changed(before, service.records(), [DIRECT_NAME])
@@ -106,26 +119,26 @@ def test_lego_acmedns_direct_name(service: Service, pebble: harness.PebbleInstan
 
 
 def test_lego_acmedns_registers_then_issues_after_cname(
-        service: Service, pebble: harness.PebbleInstance, pylego_python: str,
+        service: Service, pebble: PebbleInstance, pylego_python: str,
         tmp_path: Path) -> None:
     """Run 1 registers through ``/register`` and stops asking for the CNAME; the customer
     creates it in their zone; run 2 issues for the name and its wildcard."""
     domain = "www.customer.test"
     storage = tmp_path / "lego-acme-dns.json"
 
-    def run(domains: list[str], workdir: str) -> tuple[harness.PylegoOutcome, str]:
-        cmd = harness.pylego_acmedns_command(
+    def run(domains: list[str], workdir: str) -> tuple[PylegoOutcome, str]:
+        cmd = pylego_acmedns_command(
             pebble, api_base=service.url, storage_path=storage, domains=domains,
             dns_resolver=service.standin.dns_hostport, workdir=tmp_path / workdir,
             python=pylego_python, require_recursive_value=True)
         result = cmd.run()
-        return harness.read_pylego_outcome(cmd), result.describe()
+        return read_pylego_outcome(cmd), result.describe()
 
     before_run1 = service.records()
     # One name only: with apex + wildcard lego would lose the CNAME message (FINDINGS.md).
     first, described = run([domain], "run1")
     assert first.cname_required, f"{first.code}: {first.detail}\n{described}"
-    stored = harness.acmedns_storage_account(storage, domain)
+    stored = acmedns_storage_account(storage, domain)
     assert stored is not None, "lego did not store the account it registered"
     fulldomain = stored["fulldomain"]
     assert fulldomain.endswith("." + "acme.example.org")
@@ -153,7 +166,7 @@ def test_lego_acmedns_registers_then_issues_after_cname(
 # --------------------------------------------------------------------------------------
 
 
-def test_lego_httpreq_basic_auth_and_cleanup(service: Service, pebble: harness.PebbleInstance,
+def test_lego_httpreq_basic_auth_and_cleanup(service: Service, pebble: PebbleInstance,
                                              lego: str, tmp_path: Path) -> None:
     account = service.create_account("example.com")
     other = service.create_account("other.example.com")
@@ -161,8 +174,8 @@ def test_lego_httpreq_basic_auth_and_cleanup(service: Service, pebble: harness.P
     writes_before = service.do_writes()
 
     def run(workdir: str, domains: list[str], username: str, password: str
-            ) -> tuple[harness.ToolResult, dict[str, Path]]:
-        cmd = harness.lego_httpreq_command(
+            ) -> tuple[ToolResult, dict[str, Path]]:
+        cmd = lego_httpreq_command(
             pebble, endpoint=service.url, domains=domains,
             dns_resolver=service.standin.dns_hostport, workdir=tmp_path / workdir,
             username=username, password=password, lego=lego)
@@ -202,7 +215,7 @@ def test_lego_httpreq_basic_auth_and_cleanup(service: Service, pebble: harness.P
 
 
 def test_lego_httpreq_delegated_name_behind_cname(service: Service,
-                                                  pebble: harness.PebbleInstance, lego: str,
+                                                  pebble: PebbleInstance, lego: str,
                                                   tmp_path: Path) -> None:
     """A delegated account: lego follows the customer's CNAME and sends the target as
     ``fqdn``; in RAW mode it sends the certificate's domain instead. Both issue and clean
@@ -214,7 +227,7 @@ def test_lego_httpreq_delegated_name_behind_cname(service: Service,
     before = service.records()
 
     for raw_mode in (False, True):
-        cmd = harness.lego_httpreq_command(
+        cmd = lego_httpreq_command(
             pebble, endpoint=service.url, domains=[domain],
             dns_resolver=service.standin.dns_hostport,
             workdir=tmp_path / ("raw" if raw_mode else "default"),
@@ -239,7 +252,7 @@ def test_lego_httpreq_delegated_name_behind_cname(service: Service,
 
 
 def test_certbot_manual_with_acme_delegate_hooks(service: Service,
-                                                 pebble: harness.PebbleInstance,
+                                                 pebble: PebbleInstance,
                                                  certbot: str, tmp_path: Path) -> None:
     credentials = write_private_json(tmp_path / "acme-delegate.json",
                                      service.create_account("example.com", fmt="cert-manager"))
@@ -251,7 +264,7 @@ def test_certbot_manual_with_acme_delegate_hooks(service: Service,
     cleanup = shlex.join([str(exe), "hook", "certbot-cleanup", *common])
     before = service.records()
 
-    cmd = harness.certbot_manual_command(pebble, domains=APEX_AND_WILDCARD,
+    cmd = certbot_manual_command(pebble, domains=APEX_AND_WILDCARD,
                                          workdir=tmp_path / "certbot", auth_hook=auth,
                                          cleanup_hook=cleanup, certbot=certbot)
     result = cmd.run()
@@ -272,7 +285,7 @@ def test_certbot_manual_with_acme_delegate_hooks(service: Service,
 
 
 def test_certbot_with_a_hook_that_does_not_wait(service: Service,
-                                                pebble: harness.PebbleInstance,
+                                                pebble: PebbleInstance,
                                                 certbot: str, tmp_path: Path) -> None:
     """joohoi's acme-dns-auth.py: POST /update, exit at once on 200, no DNS check of its
     own; Pebble validates right after. With DNS lagging the API by PROPAGATION_DELAY,
@@ -280,10 +293,10 @@ def test_certbot_with_a_hook_that_does_not_wait(service: Service,
     # The hook's storage is keyed by the bare domain, as cert-manager's secret is.
     storage = write_private_json(tmp_path / "acmedns-storage.json",
                                  service.create_account("example.com", fmt="cert-manager"))
-    hooks = harness.write_acmedns_hook(tmp_path / "hook", service.url, storage)
+    hooks = write_acmedns_hook(tmp_path / "hook", service.url, storage)
     before = service.records()
 
-    cmd = harness.certbot_manual_command(pebble, domains=APEX_AND_WILDCARD,
+    cmd = certbot_manual_command(pebble, domains=APEX_AND_WILDCARD,
                                          workdir=tmp_path / "certbot", auth_hook=hooks.auth,
                                          certbot=certbot)
     result = cmd.run()
@@ -312,13 +325,13 @@ def _tail(path: Path, lines: int = 60) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def test_certbot_dns_acmedns_plugin(service: Service, pebble: harness.PebbleInstance,
+def test_certbot_dns_acmedns_plugin(service: Service, pebble: PebbleInstance,
                                     certbot_acmedns: str, tmp_path: Path) -> None:
     accounts = service.create_account("example.com", fmt="cert-manager")
-    registration = harness.write_acmedns_registration_file(tmp_path / "reg.json", accounts)
+    registration = write_acmedns_registration_file(tmp_path / "reg.json", accounts)
     before = service.records()
 
-    cmd = harness.certbot_acmedns_command(
+    cmd = certbot_acmedns_command(
         pebble, api_url=service.url + "/", registration_file=registration,
         domains=APEX_AND_WILDCARD, workdir=tmp_path / "certbot", certbot=certbot_acmedns)
     result = cmd.run()

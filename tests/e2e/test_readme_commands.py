@@ -31,11 +31,15 @@ import stat
 import sys
 from pathlib import Path
 
-import harness
 import pytest
-from e2e_support import Service, assert_only_txt_changed
 
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN
+from tests.e2e.support import Service, assert_only_txt_changed
+from tests.support.acme import find_lego, pylego_acmedns_command, read_pylego_outcome
+from tests.support.env import clean_env
+from tests.support.pebble import PebbleInstance
+from tests.support.processes import ToolCommand, ToolResult
+from tests.support.tls import verify_issued_certificate
 
 pytestmark = pytest.mark.e2e
 
@@ -67,14 +71,14 @@ def write_exe(path: Path, text: str) -> Path:
     return path
 
 
-def shims(tmp_path: Path, pebble: harness.PebbleInstance, service: Service,
+def shims(tmp_path: Path, pebble: PebbleInstance, service: Service,
           *, certbot: str | None = None) -> Path:
     """``lego`` and ``certbot`` wrappers adding only the test's CA and loopback DNS."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     ns = service.standin.dns_hostport
     write_exe(bin_dir / "lego", "#!/bin/sh\n" + shlex.join([
-        harness.find_lego(), "--server", pebble.directory_url, "--path",
+        find_lego(), "--server", pebble.directory_url, "--path",
         str(tmp_path / "lego"), "--dns.resolvers", ns, "--dns.disable-cp",
         "--dns-timeout", "5"]) + ' "$@"\n')
     if certbot:
@@ -87,12 +91,12 @@ def shims(tmp_path: Path, pebble: harness.PebbleInstance, service: Service,
     return bin_dir
 
 
-def run_script(script: str, *, service: Service, pebble: harness.PebbleInstance,
+def run_script(script: str, *, service: Service, pebble: PebbleInstance,
                tmp_path: Path, bin_dir: Path, extra: dict[str, str] | None = None
-               ) -> harness.ToolResult:
+               ) -> ToolResult:
     venv_bin = Path(sys.executable).parent
     assert (venv_bin / "acme-delegate").exists()
-    env = harness.clean_env({
+    env = clean_env({
         "PATH": f"{bin_dir}:{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "ACME_DELEGATE_SERVER": service.url,
         "ACME_DELEGATE_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -100,7 +104,7 @@ def run_script(script: str, *, service: Service, pebble: harness.PebbleInstance,
         "REQUESTS_CA_BUNDLE": str(pebble.ca_bundle),
         "NO_PROXY": "127.0.0.1,localhost,::1",
         **(extra or {})})
-    command = harness.ToolCommand(argv=["bash", "-euo", "pipefail", "-c", script], env=env,
+    command = ToolCommand(argv=["bash", "-euo", "pipefail", "-c", script], env=env,
                                   cwd=tmp_path, timeout=240)
     return command.run()
 
@@ -116,15 +120,15 @@ def certbot_fullchain(tmp_path: Path) -> Path:
     return tmp_path / "certbot" / "config" / "live" / "e2e" / "fullchain.pem"
 
 
-def verify(pem: Path | str, sans: list[str], pebble: harness.PebbleInstance) -> None:
-    info = harness.verify_issued_certificate(pem, sans, root_pem=pebble.root_pem())
+def verify(pem: Path | str, sans: list[str], pebble: PebbleInstance) -> None:
+    info = verify_issued_certificate(pem, sans, root_pem=pebble.root_pem())
     assert pebble.cert_status(info.serial_hex)["Status"] == "Valid"
 
 
 # --- lego httpreq (Debian's lego 4.9.1 runs the block itself) ---------------------------
 
 
-def test_readme_lego_httpreq(service: Service, pebble: harness.PebbleInstance, lego: str,
+def test_readme_lego_httpreq(service: Service, pebble: PebbleInstance, lego: str,
                              tmp_path: Path) -> None:
     script = localize(readme_blocks()["lego-v4-httpreq"], service, tmp_path)
     assert "--accept-tos" in script  # else lego stops to ask (stdin is closed here)
@@ -138,7 +142,7 @@ def test_readme_lego_httpreq(service: Service, pebble: harness.PebbleInstance, l
 
 
 def test_readme_lego_httpreq_raw_with_cname_support_off(
-        service: Service, pebble: harness.PebbleInstance, lego: str, tmp_path: Path) -> None:
+        service: Service, pebble: PebbleInstance, lego: str, tmp_path: Path) -> None:
     """The delegated name behind the customer's CNAME, with lego's CNAME support off and
     RAW mode, as the README says. The CNAME is made (as the customer would) between the
     block's `accounts create` and its lego line."""
@@ -209,7 +213,7 @@ def parse_lego(args: list[str], *, version: int) -> tuple[str, str, list[str]]:
 
 @pytest.mark.parametrize(("block", "version", "provider"), [
     ("lego-v4-acmedns", 4, "acme-dns"), ("lego-v5-acmedns", 5, "acmedns")])
-def test_readme_lego_acmedns(service: Service, pebble: harness.PebbleInstance,
+def test_readme_lego_acmedns(service: Service, pebble: PebbleInstance,
                              pylego_python: str, tmp_path: Path, block: str, version: int,
                              provider: str) -> None:
     text = localize(readme_blocks()[block], service, tmp_path)
@@ -224,12 +228,12 @@ def test_readme_lego_acmedns(service: Service, pebble: harness.PebbleInstance,
     assert json.loads(storage.read_text())["example.com"]["server_url"] == service.url
     before = service.records()
     # lego 4.34 knows the provider as acme-dns (v5's acmedns is the same code renamed).
-    cmd = harness.pylego_acmedns_command(
+    cmd = pylego_acmedns_command(
         pebble, api_base=env["ACME_DNS_API_BASE"], storage_path=storage, domains=domains,
         dns_resolver=service.standin.dns_hostport, workdir=tmp_path / "pylego",
         python=pylego_python, email=email, require_recursive_value=True)
     result = cmd.run()
-    outcome = harness.read_pylego_outcome(cmd)
+    outcome = read_pylego_outcome(cmd)
     assert outcome.ok, f"{outcome.code}: {outcome.detail}\n{result.describe()}"
     verify(outcome.certificate, domains, pebble)
     assert_only_txt_changed(before, service.records(), ["_acme-challenge.example.com"])
@@ -239,7 +243,7 @@ def test_readme_lego_acmedns(service: Service, pebble: harness.PebbleInstance,
 # --- certbot --------------------------------------------------------------------------
 
 
-def test_readme_certbot_hooks(service: Service, pebble: harness.PebbleInstance,
+def test_readme_certbot_hooks(service: Service, pebble: PebbleInstance,
                               certbot: str, tmp_path: Path) -> None:
     script = localize(readme_blocks()["certbot-hooks"], service, tmp_path)
     # The hook waits for the authoritative nameservers: here the stand-in's DNS.
@@ -254,7 +258,7 @@ def test_readme_certbot_hooks(service: Service, pebble: harness.PebbleInstance,
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
 
 
-def test_readme_certbot_dns_acmedns(service: Service, pebble: harness.PebbleInstance,
+def test_readme_certbot_dns_acmedns(service: Service, pebble: PebbleInstance,
                                     certbot_acmedns: str, tmp_path: Path) -> None:
     blocks = readme_blocks()
     ini = localize(blocks["certbot-dns-acmedns-ini"], service, tmp_path)
@@ -263,7 +267,7 @@ def test_readme_certbot_dns_acmedns(service: Service, pebble: harness.PebbleInst
     ini_path.write_text(ini)
     ini_path.chmod(0o600)
     # The README's floor: certbot 2.1 or later.
-    version = harness.ToolCommand(argv=[certbot_acmedns, "--version"], env=os.environ.copy(),
+    version = ToolCommand(argv=[certbot_acmedns, "--version"], env=os.environ.copy(),
                                   cwd=tmp_path, timeout=60).run()
     major, minor = (int(n) for n in re.findall(r"(\d+)\.(\d+)", version.output)[0])
     assert (major, minor) >= (2, 1), version.output
@@ -282,7 +286,7 @@ def test_readme_certbot_dns_acmedns(service: Service, pebble: harness.PebbleInst
     assert posts == ["/update", "/update"], posts  # not //update: no trailing slash
 
 
-def test_readme_acme_dns_auth_script(service: Service, pebble: harness.PebbleInstance,
+def test_readme_acme_dns_auth_script(service: Service, pebble: PebbleInstance,
                                      certbot_acmedns: str, tmp_path: Path) -> None:
     blocks = readme_blocks()
     settings = localize(blocks["acme-dns-auth-config"], service, tmp_path)

@@ -26,8 +26,9 @@ import pytest
 from app.core.models import ValueState
 from app.standin import Faults, RateLimits, Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, challenge_value
-from tests.processes import Served, cli_env, run_cli, serve
 from tests.reliability.support import database_state
+from tests.support.env import cli_env
+from tests.support.processes import Serve, run_cli
 
 BUDGET = 200  # requests a minute we allow ourselves; the stand-in allows 250
 SINGLE_WRITERS = 10
@@ -50,11 +51,11 @@ class Outcome:
 class Cluster:
     """Servers to spread requests over; a dead one is skipped."""
 
-    def __init__(self, servers: list[Served]) -> None:
+    def __init__(self, servers: list[Serve]) -> None:
         self.servers = servers
         self._turn = itertools.count()
 
-    def pick(self) -> Served:
+    def pick(self) -> Serve:
         alive = [s for s in self.servers if s.process.poll() is None]
         return alive[next(self._turn) % len(alive)]
 
@@ -183,7 +184,7 @@ def test_three_replicas_on_postgres_survive_faults_and_a_kill(
 ) -> None:
     env = settings_env(standin, postgres_url)
     with ExitStack() as stack:
-        servers = [stack.enter_context(serve(env, tmp_path / f"serve{i}.log"))
+        servers = [stack.enter_context(Serve(env, tmp_path / f"serve{i}.log"))
                    for i in range(3)]
         singles, pairs = create_accounts(servers[0].url)
         names = [a["fulldomain"] for a in singles + pairs]
@@ -208,7 +209,7 @@ def test_one_process_on_sqlite_survives_faults_and_a_kill(
     url = f"sqlite:///{tmp_path / 'one.sqlite3'}"
     env = settings_env(standin, url)
     with ExitStack() as stack:
-        first = stack.enter_context(serve(env, tmp_path / "first.log"))
+        first = stack.enter_context(Serve(env, tmp_path / "first.log"))
         singles, pairs = create_accounts(first.url)
         names = [a["fulldomain"] for a in singles + pairs]
         foreign = {r for r in _all(standin) if not (r[1] == "TXT" and _fqdn(r) in set(names))}
@@ -222,7 +223,7 @@ def test_one_process_on_sqlite_survives_faults_and_a_kill(
         def kill_and_restart() -> None:
             first.process.kill()
             first.process.wait(5)
-            cluster.servers.append(stack.enter_context(serve(env, tmp_path / "second.log")))
+            cluster.servers.append(stack.enter_context(Serve(env, tmp_path / "second.log")))
 
         outcome = asyncio.run(hammer(cluster, singles, pairs, kill=kill_and_restart))
         standin.state.set_faults(Faults())

@@ -28,9 +28,11 @@ import pytest
 from app.core.models import ValueState
 from app.standin import Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, challenge_value
-from tests.processes import cli_env, free_port, run_cli, serve
 from tests.reliability.support import database_state
 from tests.strict_ci import IN_CI
+from tests.support.env import cli_env
+from tests.support.ports import free_port
+from tests.support.processes import Serve, run_cli
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ACCOUNTS = 24
@@ -147,7 +149,7 @@ def test_postgres_stopped_during_load_and_started_again(tmp_path: Path, capsys: 
                       admin_token=ADMIN_TOKEN, reconcile_interval="3600", do_timeout="5",
                       do_max_wait="5", log_level="WARNING",
                       auth_failures_per_minute="100000", updates_per_minute="100000")
-        with serve(env, tmp_path / "serve.log") as served:
+        with Serve(env, tmp_path / "serve.log") as served:
             admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
             with httpx.Client(base_url=served.url, headers=admin, timeout=30) as http:
                 accounts = [http.post("/admin/accounts",

@@ -29,7 +29,6 @@ from app import __version__
 from app.config import Settings
 from app.standin import Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, REGISTRATION_TOKEN, challenge_value
-from tests.processes import cli_env, serve
 from tests.security.support import (
     AppHarness,
     RawResponse,
@@ -39,6 +38,8 @@ from tests.security.support import (
     refused,
     state_of,
 )
+from tests.support.env import cli_env
+from tests.support.processes import Serve
 
 # Cases refused while the request is still being read or parsed (size, Content-Length,
 # encoding, nesting): the hostile bytes never get near a database, so they run on SQLite
@@ -536,7 +537,7 @@ def live_server(tmp: Path, **settings: str) -> Iterator[Live]:
             registration_token=REGISTRATION_TOKEN,
             **known,
         )
-        with serve(env, tmp / "serve.log") as served:
+        with Serve(env, tmp / "serve.log") as served:
             host, port = served.url.removeprefix("http://").split(":")
             yield Live(served.url, host, int(port), served.log)
 

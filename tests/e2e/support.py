@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.standin import Record, Standin
-from tests.processes import Served, run_cli
+from tests.support.processes import Serve, run_cli
 
 #: Seconds the stand-in's DNS lags its API in every flow (conftest's ``service``): every
 #: client issues through real propagation timing.
@@ -46,7 +46,7 @@ class Service:
     env: dict[str, str]
     standin: Standin
     database: Path
-    served: Served
+    served: Serve
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, env=self.env)
