@@ -3,10 +3,7 @@ DigitalOcean stand-in behind an in-process transport, and the app with its lifes
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import ipaddress
-import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -16,11 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import Settings
-from app.db.engine import async_url
 from app.db.migrate import upgrade
 from app.main import create_app
 from app.observability import Metrics
@@ -34,46 +28,22 @@ from tests.strict_ci import (  # noqa: F401
     pytest_make_collect_report,
     pytest_runtest_makereport,
 )
+from tests.support import databases
+from tests.support.ports import is_loopback
 
 DO_TOKEN = "dop_v1_" + "t0k3n" * 12  # recognisable, so a leak is easy to find
 ADMIN_TOKEN = "admin-" + "s3cr3t" * 8
 REGISTRATION_TOKEN = "register-" + "0p3n" * 8
 DO_URL = "http://do.test"
-# A server and a database we may connect to; the tests make their own database beside it.
-POSTGRES_SERVER_URL = os.environ.get(
-    "ACME_DELEGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-# One database per checkout and per pytest-xdist worker: two worktrees (or two people on
-# one server, or two workers of one run) testing at once must not drop each other's
-# database mid-run.
-TEST_DATABASE = "acme_delegate_test_" + hashlib.sha256(
-    str(Path(__file__).resolve().parent).encode()).hexdigest()[:10] + (
-    "_" + os.environ["PYTEST_XDIST_WORKER"] if "PYTEST_XDIST_WORKER" in os.environ else "")
-POSTGRES_URL = str(async_url(POSTGRES_SERVER_URL).set(
-    drivername="postgresql", database=TEST_DATABASE).render_as_string(hide_password=False))
-
+# One database per checkout and per pytest-xdist worker, beside whatever else is on the server.
+TEST_DATABASE = databases.checkout_database_name()
 
 
 def postgres_available() -> str | None:
-    """None when PostgreSQL answers, else why not."""
-
-    async def probe() -> None:
-        engine = create_async_engine(async_url(POSTGRES_SERVER_URL),
-                                     isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-                # A fresh database each session: its schema is this checkout's, whatever
-                # an earlier run or another branch left behind.
-                await conn.execute(text(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)"))
-                await conn.execute(text(f"CREATE DATABASE {TEST_DATABASE}"))
-        finally:
-            await engine.dispose()
-
+    """None when PostgreSQL answers, else why not. A fresh database each session: its
+    schema is this checkout's, whatever an earlier run or another branch left behind."""
     try:
-        # CREATE DATABASE copies a template and checkpoints: seconds on a loaded machine
-        # (five helpers on two cores timed it out at 5 s).
-        asyncio.run(asyncio.wait_for(probe(), 30))
+        databases.create_postgres(TEST_DATABASE)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -89,7 +59,7 @@ def require_postgres() -> None:
     if problem is None:
         return
     message = (
-        f"PostgreSQL is not reachable at {POSTGRES_SERVER_URL} ({problem}). Install and start "
+        f"PostgreSQL is not reachable at {databases.postgres_server_url()} ({problem}). Install and start "
         "PostgreSQL 15 (apt-get install postgresql) or set ACME_DELEGATE_TEST_POSTGRES_URL."
     )
     if IN_CI:
@@ -100,23 +70,15 @@ def require_postgres() -> None:
 _migrated_postgres: list[bool] = []
 
 
-async def _truncate_postgres() -> None:
-    engine = create_async_engine(async_url(POSTGRES_URL))
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE audit_events, txt_values, accounts, do_requests RESTART IDENTITY"))
-    finally:
-        await engine.dispose()
-
-
 def fresh_postgres() -> str:
     """The tests' PostgreSQL database, migrated and emptied."""
     require_postgres()
+    url = databases.postgres_url(TEST_DATABASE)
     if not _migrated_postgres:
-        upgrade(POSTGRES_URL)
+        upgrade(url)
         _migrated_postgres.append(True)
-    asyncio.run(_truncate_postgres())
-    return POSTGRES_URL
+    databases.empty_tables(url)
+    return url
 
 
 @pytest.fixture
@@ -174,12 +136,7 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
 def _loopback(host: object) -> bool:
     if not isinstance(host, str):
         return True  # AF_UNIX paths and the like
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
-    except ValueError:
-        return False
+    return host == "ip6-localhost" or is_loopback(host)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -204,7 +161,7 @@ def loopback_only() -> Iterator[None]:
 
     def sendto(self: socket.socket, data: Any, *args: Any) -> int:
         check(args[-1])
-        return real_sendto(self, data, *args)  # type: ignore[arg-type]
+        return real_sendto(self, data, *args)
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(host, bytes):
@@ -307,7 +264,6 @@ async def harness(harness_factory: Callable[..., Any]) -> AsyncIterator[Harness]
 def challenge_value(n: int) -> str:
     """A distinct, well-formed 43-character DNS-01 value."""
     import base64
-    import hashlib
 
     digest = hashlib.sha256(f"value-{n}".encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
