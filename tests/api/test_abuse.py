@@ -93,7 +93,7 @@ async def test_a_refused_registration_flood_cannot_grow_the_audit_trail(
     async with harness_factory(registration=mode, registrations_per_hour=allowance,
                                client_ip="203.0.113.77") as h:
         await h.create_account(domain="www.example.com")  # a real event, before the flood
-        statuses = Counter()
+        statuses: Counter[int] = Counter()
         for _ in range(3000):
             statuses[(await h.client.post("/register", headers=headers)).status_code] += 1
         assert statuses == {403: allowance, 429: 3000 - allowance}, statuses

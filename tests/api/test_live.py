@@ -154,7 +154,7 @@ async def test_concurrent_waits_for_many_names_do_not_starve_other_requests(
 async def until_waiting(h: Harness, count: int, task: asyncio.Task[Any]) -> None:
     """Until ``count`` requests wait for DNS; fails if ``task`` was answered instead."""
     async with asyncio.timeout(5):
-        while h.metrics.registry.get_sample_value("acme_delegate_dns_waiting") < count:
+        while (h.metrics.registry.get_sample_value("acme_delegate_dns_waiting") or 0) < count:
             if task.done():
                 pytest.fail(f"answered {task.result().status_code} instead of waiting")
             await asyncio.sleep(0.005)

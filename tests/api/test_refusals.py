@@ -37,7 +37,7 @@ ENDPOINTS: dict[str, Send] = {"/update": acmedns_update, "/present": httpreq("/p
 
 def own_target(path: str, account: dict[str, Any]) -> str:
     """What the endpoint calls the account's own name."""
-    return account["subdomain"] if path == "/update" else account["fulldomain"]
+    return str(account["subdomain"] if path == "/update" else account["fulldomain"])
 
 
 async def refusals(h: Harness) -> list[tuple[str | None, str, str | None, str | None, int]]:

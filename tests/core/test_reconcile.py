@@ -138,8 +138,8 @@ async def test_only_one_reconciler_at_a_time(harness: Harness) -> None:
     account = await harness.create_account(domain="www.example.com")
     await harness.update(account, V1)
     harness.do.update_faults(latency_ms=200)
-    reports: list[ReconcileReport] = await asyncio.gather(
-        reconciler(harness).run_once(), reconciler(harness).run_once())
+    reports: list[ReconcileReport] = list(await asyncio.gather(
+        reconciler(harness).run_once(), reconciler(harness).run_once()))
     assert sorted(r.skipped for r in reports) == [False, True]
 
 

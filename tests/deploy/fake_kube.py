@@ -292,6 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _status(404, "NotFound", f"no route {self.path}"))
             return
         gv, plural, ns, name, _ = route
+        assert name is not None  # checked above; a tuple's item does not narrow
         obj = self._body()
         cluster = self.server.cluster
         with cluster.lock:
@@ -309,6 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _status(404, "NotFound", f"no route {self.path}"))
             return
         gv, plural, ns, name, _ = route
+        assert name is not None  # checked above; a tuple's item does not narrow
         self._body()
         with self.server.cluster.lock:
             obj = self.server.cluster.objects.get((gv, plural, ns, name))
@@ -323,6 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _status(404, "NotFound", f"no route {self.path}"))
             return
         gv, plural, ns, name, _ = route
+        assert name is not None  # checked above; a tuple's item does not narrow
         if self.headers.get("Content-Length"):
             self._body()
         with self.server.cluster.lock:

@@ -519,7 +519,7 @@ REFUSED = {
         "the 30 s drain"),
 }
 
-SCHEMA_REJECTS = {
+SCHEMA_REJECTS: dict[str, tuple[dict[str, Any], str]] = {
     "registration-enum": ({"config": {"registration": "sometimes"}}, "/config/registration"),
     "log-level-enum": ({"config": {"logLevel": "TRACE"}}, "/config/logLevel"),
     "txt-ttl-minimum": ({"config": {"txtTtl": 29}}, "/config/txtTtl"),

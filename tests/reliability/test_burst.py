@@ -4,19 +4,22 @@ client is either served or told when to come back."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import challenge_value
+from tests.conftest import Harness, challenge_value
 
 BURST = 1000
 BUDGET = 240
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_burst_of_a_thousand(harness_factory: Any) -> None:
+async def test_burst_of_a_thousand(
+        harness_factory: Callable[..., AbstractAsyncContextManager[Harness]]) -> None:
     async with harness_factory(do_rate_per_minute=BUDGET, do_max_wait=3) as h:
         h.do.update_faults(latency_ms=5)
         accounts = []
@@ -33,8 +36,9 @@ async def test_burst_of_a_thousand(harness_factory: Any) -> None:
         # Every client told to retry left nothing behind: no row, no record.
         for response, account in zip(responses, accounts, strict=True):
             if response.status_code == 503:
-                assert await h.services.store.values_at(account["fulldomain"]) == []
-                assert h.txt_at(account["fulldomain"]) == []
+                name = str(account["fulldomain"])
+                assert await h.services.store.values_at(name) == []
+                assert h.txt_at(name) == []
 
     statuses = [r.status_code for r in responses]
     served = statuses.count(200)

@@ -169,6 +169,7 @@ def error_code(status: int, headers: Any, body: bytes) -> str:
 
 def refused(response: RawResponse | httpx.Response) -> tuple[int, str]:
     """(status, code) of a 4xx JSON error; fails on 2xx, 3xx, 5xx or a non-JSON body."""
+    headers: httpx.Headers | list[tuple[bytes, bytes]]
     if isinstance(response, httpx.Response):
         status, headers, body = response.status_code, response.headers, response.content
     else:

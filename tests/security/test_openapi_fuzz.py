@@ -321,6 +321,7 @@ async def test_protocol_bodies(fuzz: Fuzz, label: str, creds: str, mode: str) ->
     raw = (await fuzz.h.client.get("/openapi.json")).json()
     documented = schemathesis.openapi.from_dict(protocol_schema(raw, fuzz.account))
     operation = documented.find_operation_by_label(label)
+    assert operation is not None, label
     generation = GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
     choices = st.tuples(st.booleans(), st.integers(0, 3), st.integers(0, 4))
     drawn = generate(st.tuples(operation.as_strategy(generation_mode=generation), choices))

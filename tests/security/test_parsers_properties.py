@@ -238,7 +238,7 @@ def test_the_client_address_is_the_peer_or_a_hop(trusted: list[Any], hops: list[
     if found == peer:
         return
     assert is_trusted(peer)
-    parsed = []
+    parsed: list[ipaddress.IPv4Address | ipaddress.IPv6Address | None] = []
     for hop in hops:
         try:
             parsed.append(ipaddress.ip_address(hop.strip().strip("[]")))
