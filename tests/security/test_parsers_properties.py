@@ -26,8 +26,8 @@ from app.core.names import (
     normalize_domain,
     normalize_fqdn,
 )
-from app.errors import InvalidDomain, MalformedJson
-from app.hooks import HookError, account_for
+from app.errors import HookError, InvalidDomain, MalformedJson
+from app.hooks import account_for
 from app.propagation import parse_nameserver
 from tests.conftest import challenge_value
 
