@@ -291,8 +291,8 @@ def test_config_values_become_settings(rendered: dict[str, Rendered]) -> None:
     }
     assert {k: env[k].get("value") for k in expected} == expected
     # ...and the service reads them as meant.
-    settings = Settings(**{k.removeprefix("ACME_DELEGATE_").lower(): v
-                           for k, v in expected.items()})
+    settings = Settings.model_validate({k.removeprefix("ACME_DELEGATE_").lower(): v
+                                        for k, v in expected.items()})
     assert settings.wait_for_dns == 45 and settings.new_values_per_hour == 12
     assert [str(n) for n in settings.nameservers] == ["10.0.0.53:53", "[fd00::53]:5353"]
     admin_secret, admin_key = secret_file(spec, container,
