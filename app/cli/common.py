@@ -109,7 +109,7 @@ def parse_expiry(text: str, now: datetime | None = None) -> datetime:
                                  "2027-01-31T00:00:00Z", param_hint="--expires") from None
     if when.tzinfo is None:
         raise click.BadParameter("give a time zone (Z or +hh:mm)", param_hint="--expires")
-    return when
+    return _in_utc(when, "--expires")
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -121,4 +121,15 @@ def parse_since(text: str, now: datetime) -> datetime:
     except ValueError:
         raise click.BadParameter("a time (ISO-8601) or a duration (30m, 12h, 7d)",
                                  param_hint="--since") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return _in_utc(when if when.tzinfo else when.replace(tzinfo=UTC), "--since")
+
+
+def _in_utc(when: datetime, option: str) -> datetime:
+    """``when`` in UTC, as it is stored and compared. An instant with no UTC spelling in
+    years 1 to 9999 (0001-01-01T00:00:00+14:00) is a usage error, as the admin API
+    refuses it, not a traceback."""
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        raise click.BadParameter("the time lies outside years 1 to 9999 in UTC",
+                                 param_hint=option) from None

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from app.cli.common import parse_duration, parse_expiry
+from app.cli.common import parse_duration, parse_expiry, parse_since
 from app.standin import Standin
 from tests.conftest import ADMIN_TOKEN, DO_TOKEN, challenge_value
 from tests.support.env import cli_env
@@ -297,9 +297,22 @@ def test_expires_takes_durations_and_iso_times() -> None:
     assert parse_expiry("90d", now) == datetime(2026, 4, 1, tzinfo=UTC)
     assert parse_expiry("12h", now) == datetime(2026, 1, 1, 12, tzinfo=UTC)
     assert parse_expiry("2027-01-31T00:00:00Z", now) == datetime(2027, 1, 31, tzinfo=UTC)
-    for bad in ("0d", "tomorrow", "2027-01-31T00:00:00", "1.5h"):
+    assert parse_expiry("2027-01-31T02:00:00+02:00", now) == datetime(2027, 1, 31, tzinfo=UTC)
+    for bad in ("0d", "tomorrow", "2027-01-31T00:00:00", "1.5h",
+                # instants with no UTC spelling in years 1 to 9999
+                "9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"):
         with pytest.raises(click.BadParameter):
             parse_expiry(bad, now)
+
+
+def test_since_takes_durations_and_iso_times() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_since("12h", now) == datetime(2025, 12, 31, 12, tzinfo=UTC)
+    assert parse_since("2025-12-01T00:00:00", now) == datetime(2025, 12, 1, tzinfo=UTC)
+    assert parse_since("2025-12-01T01:00:00+01:00", now) == datetime(2025, 12, 1, tzinfo=UTC)
+    for bad in ("yesterday", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"):
+        with pytest.raises(click.BadParameter):
+            parse_since(bad, now)
 
 
 def test_cli_expires_in_90_days(env: dict[str, str]) -> None:
