@@ -1,16 +1,28 @@
 """One request's work in one transaction (``app.core.ports.Unit``), in SQLAlchemy Core:
 the ORM's identity map and flush would cost more than they give to these few
-statements, whose shapes are built once here and compiled once per engine."""
+statements, whose shapes are built once here and compiled once per engine.
+
+On SQLite the compiled statements go to aiosqlite directly, one hand-off to its thread
+each: through SQLAlchemy's aiosqlite adapter a statement costs three or four (cursor,
+execute, fetch, close), and while they wait their turn on a busy event loop the
+process's one SQLite connection stays checked out, which serializes every request
+behind them."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import weakref
+from collections import namedtuple
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import aiosqlite
 from sqlalchemy import BigInteger, Table, bindparam, func, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import ClauseElement, Select
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.core.models import Account, AuditEvent, ValueState
 from app.db.tables import AccountRow, AuditRow, TxtValueRow
@@ -34,13 +46,14 @@ REHASH = (update(_accounts)
           .where(_accounts.c.username == bindparam("who"),
                  _accounts.c.key_hash == bindparam("expected"))
           .values(key_hash=bindparam("key_hash")))
-AUDIT = insert(_audit)
+_AUDIT_FIELDS = ("at", "event", "outcome", "username", "client", "name",
+                 "value_fingerprint", "detail")
+# Its columns spelt out (``count`` 1): compiled once, it takes exactly these values.
+AUDIT = insert(_audit).values({**{f: bindparam(f) for f in _AUDIT_FIELDS}, "count": 1})
 # PostgreSQL: last-used and the audit row in one round trip (a data-modifying WITH runs
 # once whether or not the statement reads it).
 # Every value of it is a named parameter that no column of ``accounts`` is called: an
 # execution's extra keys that match column names would join the UPDATE's SET clause.
-_AUDIT_FIELDS = ("at", "event", "outcome", "username", "client", "name",
-                 "value_fingerprint", "detail")
 AUDIT_AND_TOUCH = (insert(_audit)
                    .values({**{f: bindparam(f"audit_{f}") for f in _AUDIT_FIELDS},
                             "count": 1})
@@ -57,6 +70,73 @@ SAME_REFUSAL = (
     .order_by(_audit.c.id.desc()).limit(1))
 REPEAT = (update(_audit).where(_audit.c.id == bindparam("row_id"))
           .values(count=_audit.c.count + 1, last_at=bindparam("repeat_at")))
+
+
+# SQLite: the rows an UPDATE changed, counted from its RETURNING (aiosqlite's one-call
+# fetch closes its cursor in its own thread; a cursor kept for its rowcount would cost
+# one more hand-off to close).
+BUMP_LIVE_COUNTED = BUMP_LIVE.returning(_values.c.id)
+REHASH_COUNTED = REHASH.returning(_accounts.c.id)
+
+
+class _Compiled:
+    """A statement compiled once for SQLite: its SQL, its parameters in order with
+    SQLAlchemy's own conversions (a datetime is stored exactly as everywhere else), and
+    for a SELECT its columns' conversions and a row type with their names."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        self._compiled = compiled
+        self.sql = compiled.string
+        self._binds = [
+            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in compiled.positiontup or ()]
+        self._columns: list[Any] = []
+        self._row: Any = None
+        if isinstance(statement, Select):
+            columns = list(statement.selected_columns)
+            self._columns = [c.type.dialect_impl(dialect).result_processor(dialect, None)
+                             for c in columns]
+            self._row = namedtuple("_Row", [c.name for c in columns])  # type: ignore[misc]
+
+    def parameters(self, given: dict[str, Any]) -> list[Any]:
+        values = self._compiled.construct_params(given)
+        return [values[name] if convert is None else convert(values[name])
+                for name, convert in self._binds]
+
+    def rows(self, raw: Sequence[Sequence[Any]]) -> list[Any]:
+        if self._row is None:
+            return list(raw)
+        return [self._row(*(value if convert is None else convert(value)
+                             for value, convert in zip(row, self._columns, strict=True)))
+                for row in raw]
+
+
+_compiled: weakref.WeakKeyDictionary[Dialect, dict[ClauseElement, _Compiled]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _for_sqlite(statement: ClauseElement, dialect: Dialect) -> _Compiled:
+    known = _compiled.setdefault(dialect, {})
+    found = known.get(statement)
+    if found is None:
+        found = known[statement] = _Compiled(statement, dialect)
+    return found
+
+
+class _Rows:
+    """What the unit's callers read of a result: ``first``, ``scalar``, ``rowcount``
+    (for SQLite, the rows a statement returned)."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+        self.rowcount = len(rows)
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
 
 
 def audit_row(event: AuditEvent) -> dict[str, Any]:
@@ -79,6 +159,7 @@ class SqlUnit:
                  durable: Callable[[], Awaitable[None]] | None = None) -> None:
         self._engine = engine
         self._conn: AsyncConnection | None = None  # taken at the first statement
+        self._sqlite: aiosqlite.Connection | None = None  # its driver's, on SQLite
         self._local = local
         self._postgres = postgres
         self._key = advisory_key
@@ -95,6 +176,15 @@ class SqlUnit:
             raise RuntimeError("this unit of work has ended")
         if self._conn is None:
             self._conn = await self._engine.connect()
+            if not self._postgres:
+                raw = await self._conn.get_raw_connection()
+                self._sqlite = cast(aiosqlite.Connection, raw.driver_connection)
+        if self._sqlite is not None:
+            compiled = _for_sqlite(statement, self._engine.dialect)
+            # One call: sqlite3 opens the transaction itself before the first write.
+            rows = await self._sqlite.execute_fetchall(compiled.sql,
+                                                       compiled.parameters(params))
+            return _Rows(compiled.rows(cast(Sequence[Sequence[Any]], rows)))
         if self._touch is not None:
             touch, self._touch = self._touch, None
             await self._conn.execute(TOUCH, touch)  # kept in order with what follows
@@ -113,7 +203,8 @@ class SqlUnit:
             result = await self._execute(BUMP_LIVE_LOCKED, {
                 "target": name, "txt": value, "at": at, "key": self._key(name)})
         else:
-            result = await self._execute(BUMP_LIVE, {"target": name, "txt": value, "at": at})
+            result = await self._execute(BUMP_LIVE_COUNTED,
+                                         {"target": name, "txt": value, "at": at})
         return bool(getattr(result, "rowcount", 0))
 
     async def touch_account(self, account_id: int, at: datetime) -> None:
@@ -125,7 +216,8 @@ class SqlUnit:
 
     async def set_key_hash(self, username: str, key_hash: str, *, expected: str) -> bool:
         result = await self._execute(
-            REHASH, {"who": username, "expected": expected, "key_hash": key_hash})
+            REHASH if self._postgres else REHASH_COUNTED,
+            {"who": username, "expected": expected, "key_hash": key_hash})
         return bool(getattr(result, "rowcount", 0))
 
     async def audit(self, event: AuditEvent) -> None:
@@ -160,7 +252,11 @@ class SqlUnit:
                 touch, self._touch = self._touch, None
                 await self._execute(TOUCH, touch)
             wrote = self._conn is not None
-            if self._conn is not None:
+            if self._sqlite is not None:
+                wrote = self._sqlite.in_transaction
+                if wrote:
+                    await self._sqlite.commit()
+            elif self._conn is not None:
                 await self._conn.commit()
         except BaseException:
             await self._end()
@@ -176,7 +272,10 @@ class SqlUnit:
         if not self._open:
             return
         try:
-            if self._conn is not None:
+            if self._sqlite is not None:
+                if self._sqlite.in_transaction:
+                    await self._sqlite.rollback()
+            elif self._conn is not None:
                 await self._conn.rollback()
         finally:
             await self._end()
@@ -184,6 +283,14 @@ class SqlUnit:
     async def _end(self) -> None:
         """Give the connection back and the names free (the locks after the transaction)."""
         self._open = False
+        try:
+            if self._sqlite is not None and self._sqlite.in_transaction:
+                # Ended by a failure of its commit: the pool does not reset connections.
+                await self._sqlite.rollback()
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
         try:
             if self._conn is not None:
                 await self._conn.close()
