@@ -11,6 +11,12 @@ database, a fresh stand-in process and a fresh ``serve`` process, then:
   two small writes and an audit row) that costs no DigitalOcean call. Closed loop, one
   connection and one credential per client, concurrency 1 to 64; the stand-in's log
   proves that no DigitalOcean call was made.
+* **repeat path without the DNS wait**: the same, from a second ``serve`` on the same
+  database with ACME_DELEGATE_WAIT_FOR_DNS=0. By default a 200 waits until the
+  nameservers serve the value, so each repeat also asks the stand-in's DNS server once:
+  a Python process on the same cores whose answers, not the service, then set the pace
+  (DigitalOcean's nameservers would cost a network round trip and no CPU here). Both
+  are reported; ``--no-dns-off`` skips this one.
 * **the floor**: at each concurrency, the same clients and bodies against a bare FastAPI
   route that parses the body (``bench/_floor.py``, served like ``serve``), in
   ``--rounds`` rounds alternating with the service (the order swapped each round), so
@@ -260,6 +266,42 @@ async def burst(served: Serve, standin: StandinProcess, credentials: Sequence[Cr
     return result
 
 
+async def primed_values(served: Serve, repeaters: Sequence[Credential], values: Values
+                        ) -> tuple[dict[str, str], int]:
+    """Make one value live for each repeater (one create each); (values, errors)."""
+    primed = {c.username: values() for c in repeaters}
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+    async def prime(credential: Credential) -> int:
+        async with gate:
+            client = HttpClient(served.host, served.port)
+            try:
+                reply, _ = await update(client, credential, primed[credential.username])
+                return int(reply.status != 200)
+            finally:
+                await client.close()
+
+    return primed, sum(await asyncio.gather(*(prime(c) for c in repeaters)))
+
+
+async def repeat_levels(served: Serve, floor: Serve, repeaters: Sequence[Credential],
+                        primed: dict[str, str], *, concurrency: Sequence[int], requests: int,
+                        seconds: float, warmup: int, rounds: int, progress: Progress,
+                        note: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The repeat path and the floor at each concurrency, alternating."""
+    levels, floors = [], []
+    for level in concurrency:
+        progress.update(note=f"repeat path{note} and floor, concurrency {level}", force=True)
+        jobs = [same_value(c, primed[c.username]) for c in repeaters[:level]]
+        service, bare = await alternating(served, floor, jobs, total=requests,
+                                          seconds=seconds, warmup=warmup, rounds=rounds)
+        service["floor_ratio"] = (round(service["throughput_rps"] / bare["throughput_rps"], 3)
+                                  if bare["throughput_rps"] else math.nan)
+        levels.append(service)
+        floors.append(bare)
+    return levels, floors
+
+
 async def measure(served: Serve, floor: Serve, standin: StandinProcess,
                   credentials: Sequence[Credential], *, concurrency: Sequence[int],
                   requests: int, seconds: float, warmup: int, rounds: int,
@@ -273,33 +315,12 @@ async def measure(served: Serve, floor: Serve, standin: StandinProcess,
     out: dict[str, Any] = {}
 
     # Repeat path: every repeater's value goes live once (one create each), then repeats.
-    primed = {c.username: values() for c in repeaters}
-
-    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-
-    async def prime(credential: Credential) -> int:
-        async with gate:
-            client = HttpClient(served.host, served.port)
-            try:
-                reply, _ = await update(client, credential, primed[credential.username])
-                return int(reply.status != 200)
-            finally:
-                await client.close()
-
-    out["prime_errors"] = sum(await asyncio.gather(*(prime(c) for c in repeaters)))
+    primed, out["prime_errors"] = await primed_values(served, repeaters, values)
+    out["primed"] = primed
     since = time.monotonic()
-    levels, floors = [], []
-    for level in concurrency:
-        progress.update(note=f"repeat path and floor, concurrency {level}", force=True)
-        jobs = [same_value(c, primed[c.username]) for c in repeaters[:level]]
-        service, bare = await alternating(served, floor, jobs, total=requests,
-                                          seconds=seconds, warmup=warmup, rounds=rounds)
-        service["floor_ratio"] = (round(service["throughput_rps"] / bare["throughput_rps"], 3)
-                                  if bare["throughput_rps"] else math.nan)
-        levels.append(service)
-        floors.append(bare)
-    out["repeat"] = levels
-    out["floor"] = floors
+    out["repeat"], out["floor"] = await repeat_levels(
+        served, floor, repeaters, primed, concurrency=concurrency, requests=requests,
+        seconds=seconds, warmup=warmup, rounds=rounds, progress=progress)
     out["repeat_do_calls"] = summarize_calls(standin.api_calls(since, time.monotonic()))
 
     # New values: two live values on every account first, so each update evicts one.
@@ -323,7 +344,7 @@ def run(*, databases: Sequence[str] = ("sqlite", "postgres"),
         concurrency: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
         requests: int = 2000, seconds: float = 5.0, warmup: int = 5, rounds: int = 4,
         paced_updates: int = 20, paced_interval: float = 0.6,
-        burst_updates: int = 50, burst_concurrency: int = 8,
+        burst_updates: int = 50, burst_concurrency: int = 8, dns_off: bool = True,
         results_dir: Path | None = None, workdir: Path | None = None,
         postgres_database: str = "acme_delegate_bench", show_progress: bool = True,
         plot: bool = True) -> dict[str, Any]:
@@ -363,6 +384,23 @@ def run(*, databases: Sequence[str] = ("sqlite", "postgres"),
                         burst_updates=burst_updates, burst_concurrency=burst_concurrency,
                         progress=progress))
                     result["serve_rss_kb"] = served.rss_kb()
+                primed = result.pop("primed")
+                if dns_off:
+                    # The same database and values, a serve whose 200 does not wait for DNS.
+                    quiet = {**env, "ACME_DELEGATE_WAIT_FOR_DNS": "0"}
+                    top = max(concurrency)
+                    with Serve(quiet, work / f"serve-{database}-{latency:g}-nodns.log"
+                               ) as served, \
+                            Serve(clean_env(), work / f"floor-{database}-{latency:g}-nodns.log",
+                                  program=("-m", "bench._floor")) as floor:
+                        since = time.monotonic()
+                        result["repeat_dns_off"], result["floor_dns_off"] = asyncio.run(
+                            repeat_levels(served, floor, credentials[:top], primed,
+                                          concurrency=concurrency, requests=requests,
+                                          seconds=seconds, warmup=warmup, rounds=rounds,
+                                          progress=progress, note=" (no DNS wait)"))
+                        result["repeat_dns_off_do_calls"] = summarize_calls(
+                            standin.api_calls(since, time.monotonic()))
             per_update = result["new_value_paced"]["do_calls_per_update"]
             configs.append({
                 "database": database,
@@ -387,7 +425,7 @@ def run(*, databases: Sequence[str] = ("sqlite", "postgres"),
                    "alternating_rounds": rounds,
                    "paced_updates": paced_updates, "paced_interval_s": paced_interval,
                    "burst_updates_max": burst_updates, "burst_concurrency": burst_concurrency,
-                   "log_level": "INFO"},
+                   "log_level": "INFO", "dns_off": dns_off},
         "skipped": skipped,
         "configs": configs,
     }
@@ -402,11 +440,15 @@ def report(result: dict[str, Any]) -> str:
     new_rows = []
     for config in result["configs"]:
         where = (config["database"], f"{config['do_latency_ms']:g} ms")
-        for level, bare in zip(config["repeat"], config["floor"], strict=True):
-            repeat_rows.append([*where, level["concurrency"], level["p50_ms"], level["p99_ms"],
-                                level["throughput_rps"], bare["throughput_rps"],
-                                level["floor_ratio"], level["server_cpu_ms_per_request"],
-                                bare["server_cpu_ms_per_request"], level["errors"]])
+        for wait, key in (("on", ""), ("off", "_dns_off")):
+            for level, bare in zip(config.get(f"repeat{key}", []),
+                                   config.get(f"floor{key}", []), strict=True):
+                repeat_rows.append([
+                    *where, wait, level["concurrency"], level["p50_ms"], level["p99_ms"],
+                    level["throughput_rps"], bare["throughput_rps"], level["floor_ratio"],
+                    level["p99_ms"] / level["p50_ms"] if level["p50_ms"] else math.nan,
+                    level["server_cpu_ms_per_request"], bare["server_cpu_ms_per_request"],
+                    level["errors"]])
         for mode in ("new_value_paced", "new_value_burst"):
             row = config.get(mode)
             if not row:
@@ -421,22 +463,24 @@ def report(result: dict[str, Any]) -> str:
                              config["new_value_ceiling_per_minute"], row["errors"]])
     text = table("Repeat path (value already live: no DigitalOcean call) beside the floor "
                  "(a bare FastAPI route parsing the same body), alternating rounds",
-                 ["database", "DO latency", "clients", "p50 ms", "p99 ms", "req/s",
-                  "floor req/s", "/ floor", "server CPU ms/req", "floor CPU ms/req",
-                  "errors"], repeat_rows)
+                 ["database", "DO latency", "DNS wait", "clients", "p50 ms", "p99 ms", "req/s",
+                  "floor req/s", "/ floor", "p99/p50", "server CPU ms/req",
+                  "floor CPU ms/req", "errors"], repeat_rows)
     text += "\n" + table(
         "New-value path (a full name: the oldest record overwritten in place)",
         ["database", "DO latency", "load", "n", "p50 ms", "p99 ms", "req/s",
          "server CPU ms/update", "DO calls/update", "ceiling updates/min", "errors"],
         new_rows)
-    do_repeat = [c["repeat_do_calls"]["total"] for c in result["configs"]]
+    do_repeat = [c["repeat_do_calls"]["total"]
+                 + c.get("repeat_dns_off_do_calls", {}).get("total", 0)
+                 for c in result["configs"]]
     text += f"\nDigitalOcean calls during the repeat path: {do_repeat}\n"
     for config in result["configs"]:
         setting = f"{config['database']}, DO {config['do_latency_ms']:g} ms"
         if config["prime_errors"] or config["prefill_errors"]:
             text += (f"{setting}: setup errors (priming {config['prime_errors']}, prefill "
                      f"{config['prefill_errors']})\n")
-        for level in config["repeat"]:
+        for level in config["repeat"] + config.get("repeat_dns_off", []):
             if level["errors"]:
                 text += (f"{setting}, {level['concurrency']} clients: statuses "
                          f"{level['statuses']}\n")
@@ -457,6 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--paced-interval", type=float, default=0.6)
     parser.add_argument("--burst-updates", type=int, default=50)
     parser.add_argument("--burst-concurrency", type=int, default=8)
+    parser.add_argument("--no-dns-off", action="store_true",
+                        help="skip the repeat path with WAIT_FOR_DNS=0")
     parser.add_argument("--quick", action="store_true",
                         help="tiny parameters: a check that it runs, not a measurement")
     parser.add_argument("--results-dir", type=Path, default=None)
@@ -468,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "requests": args.requests, "seconds": args.seconds, "rounds": args.rounds,
         "paced_updates": args.paced_updates, "paced_interval": args.paced_interval,
         "burst_updates": args.burst_updates, "burst_concurrency": args.burst_concurrency,
-        "results_dir": args.results_dir,
+        "dns_off": not args.no_dns_off, "results_dir": args.results_dir,
     }
     if args.quick:
         params.update(concurrency=[1, 4], requests=50, seconds=2, paced_updates=3,

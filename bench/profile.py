@@ -2,7 +2,7 @@
 
     .venv/bin/pip install py-spy     # a profiling tool, not a dependency of the service
     .venv/bin/python -m bench.profile [--database sqlite|postgres] [--clients 8]
-                                      [--seconds 15] [--top 40]
+                                      [--seconds 15] [--top 40] [--no-dns-wait]
 
 One fresh database, stand-in and ``serve`` (as ``bench.overhead`` sets them up), the
 repeat path from ``--clients`` clients, and ``py-spy record`` on the server process
@@ -10,6 +10,8 @@ meanwhile (``--idle`` off: only samples where a thread is running). Prints the s
 samples whose stack passes through each function (inclusive), the top ``--top``, and a
 few groups that answer "where did it go" (SQLAlchemy, the database driver, logging,
 the middleware, ...). The raw collapsed stacks are kept in the work directory.
+``--no-dns-wait`` serves with ACME_DELEGATE_WAIT_FOR_DNS=0: each 200 then no longer asks
+the stand-in's DNS server first (see bench.overhead).
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples a second")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--no-dns-wait", action="store_true",
+                        help="ACME_DELEGATE_WAIT_FOR_DNS=0: a 200 asks no nameserver first")
     args = parser.parse_args(argv)
     spy = py_spy()
     require_database(args.database)
@@ -130,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with StandinProcess(zones=[ZONE], per_minute=1_000_000, per_hour=10_000_000
                             ) as standin:
-            env = service_env(url, standin, updates_per_minute=UNTHROTTLED)
+            env = service_env(url, standin, updates_per_minute=UNTHROTTLED,
+                              **({"wait_for_dns": "0"} if args.no_dns_wait else {}))
             with Serve(env, work / f"serve-{args.database}.log") as served:
                 recorder = subprocess.Popen(  # noqa: S603 - py-spy on our own child
                     [spy, "record", "--pid", str(served.pid), "--rate", str(args.rate),
@@ -144,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise SystemExit(f"py-spy failed: {err}")
     finally:
         drop_database(args.database, workdir=work, name="acme_delegate_bench_profile")
-    print(f"{args.database}, {args.clients} clients: {result['throughput_rps']} req/s, "
+    print(f"{args.database}, {args.clients} clients"
+          f"{', no DNS wait' if args.no_dns_wait else ''}: {result['throughput_rps']} req/s, "
           f"{result['server_cpu_ms_per_request']} ms server CPU per request, "
           f"errors {result['errors']}\n")
     print(summarize(raw, args.top))
