@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from app.errors import DatabaseBusy, DatabaseUrlError
 
@@ -23,6 +24,10 @@ _ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
 }
+
+
+# A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
+PING_IDLE_SECONDS = 1.0
 
 
 # What the database's drivers raise when it cannot be reached, is shutting down or
@@ -88,7 +93,7 @@ def sqlite_path(url: URL) -> Path | None:
 
 
 def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int = 10_000,
-                  pool: bool = True) -> AsyncEngine:
+                  pool: bool = True, ping_idle: float = PING_IDLE_SECONDS) -> AsyncEngine:
     url = async_url(raw_url)
     kwargs: dict[str, Any] = {}
     if not pool:
@@ -111,8 +116,7 @@ def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: in
         kwargs["connect_args"] = {"timeout": statement_timeout_ms / 1000}
     else:
         if pool:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10,
-                          pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
         kwargs.update(
             # A stalled statement must not freeze the service for good.
             connect_args={
@@ -130,7 +134,39 @@ def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: in
     engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    elif pool:
+        _ping_when_idle(engine, ping_idle)
     return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, idle: float) -> None:
+    """Ping a pooled connection before handing it out only when it sat idle for ``idle``
+    seconds. SQLAlchemy's ``pool_pre_ping`` pings at every checkout, and on asyncpg a ping
+    outside a transaction is three round trips (BEGIN, the ping, ROLLBACK): more than
+    half of a repeat's round trips. A connection back from work less than ``idle`` ago
+    was alive then; one the database dropped meanwhile fails its request like any
+    statement that loses its connection (a 503, and the pool drops the connections
+    made before). A dead idle one is replaced, unseen (``DisconnectionError``: the pool
+    connects afresh)."""
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    def returned(_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    def checkout(connection: Any, record: ConnectionPoolEntry,
+                 _proxy: PoolProxiedConnection) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is not None and time.monotonic() - returned_at < idle:
+            return
+        try:
+            dialect.do_ping(connection)
+        except Exception as exc:
+            raise sqlalchemy.exc.DisconnectionError(type(exc).__name__) from exc
+
+    event.listen(pool, "connect", returned)  # new: as good as just back from work
+    event.listen(pool, "checkin", returned)
+    event.listen(pool, "checkout", checkout)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
