@@ -109,6 +109,10 @@ class _DomainsAPI:
         async def endpoint(request: Request) -> Response:
             delay = self.state.latency(request.method)
             if delay:
+                # The whole request has arrived before the latency, as at DigitalOcean: a
+                # client that dies while it waits has still made its change (its answer
+                # is what it loses).
+                await request.body()
                 await asyncio.sleep(delay)
             response = await self._checked(request, handler)
             self.state.log_request(

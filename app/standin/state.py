@@ -181,6 +181,7 @@ class StandinState:
         self._windows: dict[str, deque[float]] = {}
         self._rate_limits = rate_limits or RateLimits()
         self._faults = Faults()
+        self._stalled = 0  # requests that have entered a latency stall, ever
         # Propagation: per zone, the versions its DNS will serve, oldest first, each
         # (visible from, serial, records). Empty while the delay is 0.
         self._propagation_delay = 0.0
@@ -477,10 +478,19 @@ class StandinState:
             return merged
 
     def latency(self, method: str) -> float:
-        """Seconds to stall before answering a request with this method."""
+        """Seconds to stall before answering a request with this method (the request
+        counts in ``stalled`` if it is more than 0)."""
         with self._lock:
             f = self._faults
-            return f.latency_ms / 1000 if f.applies_to(method) else 0.0
+            delay = f.latency_ms / 1000 if f.applies_to(method) else 0.0
+            self._stalled += delay > 0
+            return delay
+
+    def stalled(self) -> int:
+        """How many requests have arrived and entered a latency stall: a test can tell
+        that a request is at the stand-in, not yet answered."""
+        with self._lock:
+            return self._stalled
 
     def draw_fault(self, kind: FaultKind, method: str) -> bool:
         """Whether fault `kind` fires for this request; consumes a `*_next` count if so."""
