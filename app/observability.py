@@ -98,6 +98,11 @@ class Metrics:
         self.budget_free = Gauge("acme_delegate_digitalocean_budget_free",
                                  "Request slots free in the current minute (this process's view)",
                                  registry=r)
+        self.budget_queue = Gauge(
+            "acme_delegate_digitalocean_queue_depth",
+            "Requests waiting for a DigitalOcean slot or holding a reservation, by lane "
+            "(revocation, client, housekeeping); every replica's on PostgreSQL",
+            ["lane"], registry=r)
         self.rotation_in_place = Gauge(
             "acme_delegate_digitalocean_rotation_in_place",
             "1 while new values overwrite records in place; 0 once DigitalOcean refused an "

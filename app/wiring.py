@@ -18,7 +18,7 @@ from app.core.challenges import ChallengeService
 from app.core.names import bindable
 from app.core.reconcile import Reconciler
 from app.core.zones import ZoneResolver
-from app.db.budget import DatabaseWindow
+from app.db.budget import DatabaseBoard, DatabaseWindow
 from app.db.engine import create_engine
 from app.db.store import SqlStore
 from app.errors import ProviderAuthError, ProviderUnavailable, StartupError, ZoneNotFound
@@ -81,12 +81,14 @@ async def build_services(
     try:
         store = SqlStore(engine, on_audit=metrics.audited if metrics else None,
                          lock_engine=lock_engine)
-        budget = RateBudget(
-            per_minute=settings.do_rate_per_minute,
-            per_hour=settings.do_rate_per_hour,
-            # Kept in the database: replicas, restarts and the CLI all spend from one window.
-            window=DatabaseWindow(engine),
-        )
+        # The window is kept in the database: replicas, restarts and the CLI all spend
+        # from one. Replicas (PostgreSQL) also queue in one fair queue there; one SQLite
+        # process keeps its queue in memory.
+        budget = (RateBudget(per_minute=settings.do_rate_per_minute,
+                             per_hour=settings.do_rate_per_hour, board=DatabaseBoard(engine))
+                  if engine.dialect.name == "postgresql" else
+                  RateBudget(per_minute=settings.do_rate_per_minute,
+                             per_hour=settings.do_rate_per_hour, window=DatabaseWindow(engine)))
         provider = DigitalOceanClient(
             http=client, token=token, base_url=settings.do_api_url, budget=budget,
             max_wait=settings.do_max_wait,
@@ -122,6 +124,7 @@ async def build_services(
             yield Services(settings, engine, store, provider, budget, zones, challenges,
                            accounts, reconciler, gate, propagation)
         finally:
+            await budget.close()
             await throttle.close()
     finally:
         await propagation.close()

@@ -53,4 +53,6 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
         registry.live_values.labels(state.value).set(counts.get(state.value, 0))
     free = services.budget.per_minute - services.budget.in_last_minute()
     registry.budget_free.set(max(free, 0))
+    for lane, depth in (await services.budget.depth()).items():
+        registry.budget_queue.labels(lane.name.lower()).set(depth)
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

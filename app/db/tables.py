@@ -114,6 +114,27 @@ class DoRequestRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # Who spent it (a credential's username; empty for the service's own housekeeping):
+    # the fair queue serves the credential that spent least in the last hour first.
+    spender: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_do_requests_spender_at", "spender", "at"),)
+
+
+class BudgetTicketRow(Base):
+    """A request waiting for a DigitalOcean slot, or a refused request's reservation: the
+    deployment's one fair queue (``app.db.budget.DatabaseBoard``)."""
+
+    __tablename__ = "budget_tickets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lane: Mapped[int] = mapped_column(Integer)
+    spent: Mapped[int] = mapped_column(Integer)
+    spender: Mapped[str] = mapped_column(String(64))
+    # The process whose request waits on it; NULL for a reservation.
+    owner: Mapped[str | None] = mapped_column(String(64))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class AuditRow(Base):

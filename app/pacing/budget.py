@@ -1,9 +1,8 @@
 """Spending DigitalOcean's rate budget like money.
 
 The account has 250 requests a minute and 5,000 an hour for *everything*. Every
-request to DigitalOcean first takes a slot here; a deployment of several replicas
-shares one window through the database (``app.db.budget``), one process keeps it in
-memory.
+request to DigitalOcean first takes a slot in one sliding window, kept in the database
+(``app.db.budget``) so that replicas, restarts and the CLI spend from one.
 
 Who goes next is a fair queue, not first come first served: lanes first (revocations,
 then clients' writes, then housekeeping: see ``app.pacing.terms``), and within a lane
@@ -11,23 +10,32 @@ the credential that spent least in the last hour before one that spent much, arr
 order breaking ties. Housekeeping takes a slot only while a fifth of the window is free
 (``SPARE``): it never delays a client.
 
+The queue lives on a ``Board``: in this process's memory for one process (SQLite), in the
+database for a deployment of replicas (PostgreSQL: ``app.db.budget.DatabaseBoard``), so a
+light credential on one replica goes before a heavy credential's requests queued on
+another. Each process has one pump that settles all of its waiting requests in one
+*round* (one database transaction): a burst of calls costs a round per batch, not a
+transaction per call.
+
 A request that cannot have its turn within its bounded wait is refused at once with the
 estimated wait (from the window's own timestamps and the queue ahead) as ``retry_after``,
-so the client hears "503, come back in N seconds" instead of DigitalOcean ever saying
-429, and N is when its turn would have come, not a constant.
+and its ticket stays in the queue as a *reservation*: when its credential comes back at
+that moment, it takes its old place and is served, so a client that honours Retry-After
+asks at most twice. A reservation nobody claims vanishes ``GRACE`` seconds after its
+moment; a replica's waiting tickets vanish ``TICKET_TTL`` seconds after it stops
+tending them (killed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import heapq
 import itertools
 import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from app.errors import ProviderError
@@ -39,6 +47,16 @@ MINUTE = 61.0
 HOUR = 3601.0
 # The share of the window housekeeping leaves alone: it spends only what is spare.
 SPARE = 0.2
+# A waiting ticket not tended for this long belongs to a dead process and is dropped.
+TICKET_TTL = 10.0
+# A reservation holds its place until this long after the moment its client was told.
+GRACE = 10.0
+# A reservation starts holding a slot this long before its moment: the client comes back
+# at the whole second it was told, which is up to a second after the estimate.
+HOLD_EARLY = 1.0
+# Reservations one credential may hold at once (apex + wildcard, and a retry or two):
+# refusals past it leave no reservation, so a credential cannot fill the queue with them.
+MAX_RESERVATIONS = 4
 
 
 class BudgetExhausted(ProviderError):
@@ -49,11 +67,35 @@ class BudgetExhausted(ProviderError):
                          retry_after=max(1.0, retry_after))
 
 
-class SharedWindow(Protocol):
-    """A sliding window kept where every replica sees it."""
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The window as one round saw it: slots taken in the last minute and hour, and how
+    long ago the oldest of each was taken."""
 
-    async def try_take(self, per_minute: int, per_hour: int) -> float:
-        """Take a slot and return 0, or return the seconds until one frees up."""
+    minute: int
+    hour: int
+    minute_oldest: float
+    hour_oldest: float
+
+    def free(self, limits: tuple[int, int]) -> int:
+        return max(0, min(limits[0] - self.minute, limits[1] - self.hour))
+
+    def wait(self, limits: tuple[int, int]) -> float:
+        """Seconds until a slot frees (a lower bound when over by more than one)."""
+        waits = []
+        if self.minute >= limits[0]:
+            waits.append(MINUTE - self.minute_oldest)
+        if self.hour >= limits[1]:
+            waits.append(HOUR - self.hour_oldest)
+        return max(max(waits), 0.01) if waits else 0.0
+
+
+class SharedWindow(Protocol):
+    """A sliding window kept where every process sees it."""
+
+    async def take(self, decide: Callable[[Usage], list[str]]) -> Usage:
+        """Atomically: read the window, ask ``decide`` which spenders get a slot now, and
+        take one slot for each. Returns the usage read (before the slots were taken)."""
         ...
 
     async def ages(self) -> list[float]:
@@ -62,43 +104,40 @@ class SharedWindow(Protocol):
 
 
 class LocalWindow:
-    """The window in this process's memory (one process, e.g. SQLite deployments)."""
+    """The window in this process's memory (tests, and a process without a database)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._taken: deque[float] = deque()
 
-    async def try_take(self, per_minute: int, per_hour: int) -> float:
+    async def take(self, decide: Callable[[Usage], list[str]]) -> Usage:
         now = self._clock()
         while self._taken and self._taken[0] <= now - HOUR:
             self._taken.popleft()
         in_minute = [t for t in self._taken if t > now - MINUTE]
-        waits = []
-        if len(in_minute) >= per_minute:
-            waits.append(in_minute[len(in_minute) - per_minute] + MINUTE - now)
-        if len(self._taken) >= per_hour:
-            waits.append(self._taken[len(self._taken) - per_hour] + HOUR - now)
-        if waits:
-            return max(max(waits), 0.001)
-        self._taken.append(now)
-        return 0.0
+        usage = Usage(len(in_minute), len(self._taken),
+                      now - in_minute[0] if in_minute else 0.0,
+                      now - self._taken[0] if self._taken else 0.0)
+        self._taken.extend(now for _ in decide(usage))
+        return usage
 
     async def ages(self) -> list[float]:
         now = self._clock()
         return [now - t for t in reversed(self._taken) if t > now - HOUR]
 
 
-def time_until_slot(ages: Sequence[float], ahead: int, per_minute: int, per_hour: int
-                    ) -> float:
-    """Seconds until the slot of the request with ``ahead`` requests before it frees up,
-    if every one of them takes the first slot it can: each taken slot frees again a
-    MINUTE (and an HOUR) after it was taken."""
+def slot_times(ages: Sequence[float], count: int, per_minute: int, per_hour: int
+               ) -> list[float]:
+    """Seconds from now until each of the next ``count`` requests gets its slot, if every
+    one takes the first slot it can: each taken slot frees again a MINUTE (and an HOUR)
+    after it was taken. One replay serves every position of a queue."""
     minute = [MINUTE - a for a in ages if a < MINUTE]  # when each frees, from now
     hour = [HOUR - a for a in ages if a < HOUR]
     heapq.heapify(minute)
     heapq.heapify(hour)
     at = 0.0
-    for _ in range(ahead + 1):
+    times: list[float] = []
+    for _ in range(count):
         while True:
             while minute and minute[0] <= at:
                 heapq.heappop(minute)
@@ -111,139 +150,340 @@ def time_until_slot(ages: Sequence[float], ahead: int, per_minute: int, per_hour
             at = max(at, min(full))
         heapq.heappush(minute, at + MINUTE)
         heapq.heappush(hour, at + HOUR)
-    return at
+        times.append(at)
+    return times
 
 
-@dataclass(order=True)
+def time_until_slot(ages: Sequence[float], ahead: int, per_minute: int, per_hour: int
+                    ) -> float:
+    """Seconds until the slot of the request with ``ahead`` requests before it frees up."""
+    return slot_times(ages, ahead + 1, per_minute, per_hour)[ahead]
+
+
+def lane_limits(lane: Lane, per_minute: int, per_hour: int) -> tuple[int, int]:
+    """The window as ``lane`` sees it: housekeeping leaves SPARE of it alone."""
+    if lane is Lane.HOUSEKEEPING:
+        return (max(1, math.floor(per_minute * (1 - SPARE))),
+                max(1, math.floor(per_hour * (1 - SPARE))))
+    return per_minute, per_hour
+
+
+# The queue, as every board keeps it
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A ticket in the queue's order (lane, spent, arrival), as a round plans with it."""
+
+    id: int
+    lane: Lane
+    spender: str
+    mine: bool  # a request of the planning process waits on it
+    holding: bool  # it will take the next slot it is entitled to: a request waits on it
+    # somewhere, or it is a reservation whose moment has come
+
+
+def plan(queue: Sequence[Place], usage: Usage, limits: Callable[[Lane], tuple[int, int]],
+         held: bool) -> tuple[list[Place], dict[int, int]]:
+    """Which of this process's tickets take a slot now, and how many tickets stand ahead
+    of each (reservations included). A ticket goes when fewer tickets that hold a place
+    stand before it than the window has free slots for its lane: the slots before it
+    belong to those, wherever they wait."""
+    granted: list[Place] = []
+    ahead: dict[int, int] = {}
+    holding = 0
+    for position, place in enumerate(queue):
+        if place.mine:
+            ahead[place.id] = position
+            if not held and holding < usage.free(limits(place.lane)):
+                granted.append(place)
+        if place.holding:
+            holding += 1
+    return granted, ahead
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """A new request of this process, to become a ticket (or to claim its credential's
+    reservation in that lane)."""
+
+    ref: int
+    lane: Lane
+    spender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    ticket: int
+    spender: str
+    due_in: float  # seconds until the moment its client was told
+
+
+@dataclass
+class Round:
+    owner: str
+    new: list[Want]
+    reserve: list[Reserve]
+    drop: list[int]
+    held: bool  # DigitalOcean said the token's budget is spent: nobody goes
+    limits: Callable[[Lane], tuple[int, int]]
+
+
+@dataclass
+class Settled:
+    tickets: dict[int, int]  # Want.ref -> ticket id
+    granted: list[int]
+    ahead: dict[int, int]  # this process's ungranted tickets -> tickets ahead of each
+    usage: Usage  # the window before this round's grants
+    wait: float  # seconds until the window may have a client's slot again (0: it has one)
+    depth: dict[Lane, int]  # tickets waiting or reserved, by lane (the whole board)
+
+
+class Board(Protocol):
+    """Where tickets wait: one process's memory, or the database for every replica."""
+
+    async def settle(self, work: Round) -> Settled:
+        """One round, atomic against every other process's rounds: new tickets in,
+        reservations and dropped tickets applied, this process's tickets kept alive, and
+        the slots granted taken from the window."""
+        ...
+
+    async def ages(self) -> list[float]:
+        ...
+
+    async def depth(self) -> dict[Lane, int]:
+        ...
+
+    # Whether other processes change the queue: their rounds are only seen by polling.
+    shared: bool
+
+
+@dataclass
 class _Ticket:
-    order: tuple[int, int, int]  # lane, slots its credential took this hour, arrival
-    key: str = field(compare=False)
-    lane: Lane = field(compare=False)
-    turn: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
+    id: int
+    lane: Lane
+    spent: int
+    spender: str
+    arrival: int
+    owner: str | None
+    due: float = 0.0
+    expires: float = math.inf
+
+    def order(self) -> tuple[int, int, int]:
+        return int(self.lane), self.spent, self.arrival
 
 
-class RateBudget:
-    def __init__(
-        self,
-        *,
-        per_minute: int,
-        per_hour: int,
-        window: SharedWindow | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.per_minute = per_minute
-        self.per_hour = per_hour
-        self._window: SharedWindow = window or LocalWindow(clock)
+class LocalBoard:
+    """The queue in this process's memory, over a shared window: one serving process
+    (SQLite) needs no shared queue, and a round that cannot grant costs no database work.
+    Spent is what this process saw each credential spend in the last hour."""
+
+    shared = False
+
+    def __init__(self, window: SharedWindow, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self._window = window
         self._clock = clock
-        self._sleep = sleep
-        self._queue: list[_Ticket] = []  # sorted: the head is served next
-        self._arrivals = itertools.count()
-        self._blocked_until = 0.0  # DigitalOcean said the token's budget is spent
-        self._recent: deque[float] = deque()
+        self._tickets: dict[int, _Ticket] = {}
+        self._ids = itertools.count(1)
         self._spent: dict[str, deque[float]] = {}
-        self._ages: tuple[float, list[float]] | None = None  # (read at, ages then)
-        self.taken = 0
-        self.refused = 0
+        self._full_until = 0.0  # the window said no slot frees before then
 
-    def limits(self, lane: Lane) -> tuple[int, int]:
-        """The window as ``lane`` sees it: housekeeping leaves SPARE of it alone."""
-        if lane is Lane.HOUSEKEEPING:
-            return (max(1, math.floor(self.per_minute * (1 - SPARE))),
-                    max(1, math.floor(self.per_hour * (1 - SPARE))))
-        return self.per_minute, self.per_hour
-
-    async def acquire(self, max_wait: float) -> None:
-        """Take one request slot for the current spender (``app.pacing.terms.spending``),
-        waiting at most ``max_wait`` seconds for its turn, or BudgetExhausted."""
-        spender = current_spender()
-        ticket = _Ticket((int(spender.lane), self._spent_by(spender.key),
-                          next(self._arrivals)), spender.key, spender.lane)
-        bisect.insort(self._queue, ticket)
-        deadline = self._clock() + max_wait
-        try:
-            ahead = self._queue.index(ticket)
-            if ahead:
-                # Not next: refuse at once, truthfully, if its turn cannot come in time.
-                estimate = await self._estimate(ticket)
-                if estimate > max_wait:
-                    raise self._refuse(estimate)
-            while True:
-                if self._queue[0] is ticket:
-                    wait = max(self._blocked_until - self._clock(), 0.0)
-                    if wait == 0.0:
-                        wait = await self._window.try_take(*self.limits(ticket.lane))
-                        if wait == 0.0:
-                            self._took(ticket.key)
-                            return
-                    if self._clock() + wait > deadline:
-                        raise self._refuse(max(wait, await self._estimate(ticket)))
-                    await self._sleep(wait)
-                    continue
-                ticket.turn.clear()
-                try:
-                    async with asyncio.timeout(max(deadline - self._clock(), 0.001)):
-                        await ticket.turn.wait()
-                except TimeoutError:
-                    raise self._refuse(await self._estimate(ticket)) from None
-        finally:
-            was_head = self._queue and self._queue[0] is ticket
-            self._queue.remove(ticket)
-            if was_head and self._queue:
-                self._queue[0].turn.set()
-
-    async def backlog(self) -> float:
-        """Seconds until a client's write arriving now would get its slot, behind every
-        request already waiting: the truthful hint for one turned away before it could
-        even queue (the service is at its in-flight limit)."""
-        return await self._wait_behind(len(self._queue), Lane.CLIENT)
-
-    def _refuse(self, estimate: float) -> BudgetExhausted:
-        self.refused += 1
-        return BudgetExhausted(math.ceil(estimate))
-
-    async def _estimate(self, ticket: _Ticket) -> float:
-        """Seconds until ``ticket``'s turn: the window's timestamps, the queue ahead."""
-        ahead = self._queue.index(ticket) if ticket in self._queue else len(self._queue)
-        return await self._wait_behind(ahead, ticket.lane)
-
-    async def _wait_behind(self, ahead: int, lane: Lane) -> float:
-        """Seconds until a slot comes for a request of ``lane`` with ``ahead`` before it."""
-        held = max(self._blocked_until - self._clock(), 0.0)
-        return held + time_until_slot(await self._recent_ages(), ahead, *self.limits(lane))
-
-    async def _recent_ages(self) -> list[float]:
-        """The window's ages, read at most once a second: a burst of arrivals must not
-        queue one database read each (a hint rounded up to whole seconds loses nothing)."""
+    async def settle(self, work: Round) -> Settled:
         now = self._clock()
-        if self._ages is None or now - self._ages[0] >= 1.0:
-            self._ages = (now, await self._window.ages())
-            return self._ages[1]
-        read_at, ages = self._ages
-        return [a + (now - read_at) for a in ages]
+        for gone in [t for t in self._tickets.values() if t.expires <= now]:
+            del self._tickets[gone.id]
+        for ticket_id in work.drop:
+            self._tickets.pop(ticket_id, None)
+        for reserve in work.reserve:
+            ticket = self._tickets.get(reserve.ticket)
+            if ticket is None:
+                continue
+            if self._reservations(reserve.spender) >= MAX_RESERVATIONS:
+                del self._tickets[ticket.id]
+                continue
+            ticket.owner, ticket.due = None, now + reserve.due_in
+            ticket.expires = ticket.due + GRACE
+        tickets: dict[int, int] = {}
+        for want in work.new:
+            claimed = self._claim(want)
+            if claimed is None:
+                ticket_id = next(self._ids)
+                claimed = self._tickets[ticket_id] = _Ticket(
+                    ticket_id, want.lane, self._spent_by(want.spender), want.spender,
+                    ticket_id, work.owner)
+            claimed.owner, claimed.expires = work.owner, math.inf
+            tickets[want.ref] = claimed.id
+        queue = sorted(self._tickets.values(), key=_Ticket.order)
+        places = [Place(t.id, t.lane, t.spender, t.owner is not None,
+                        t.owner is not None or t.due - HOLD_EARLY <= now) for t in queue]
+        granted: list[Place] = []
+        ahead: dict[int, int] = {}
 
-    def _took(self, key: str) -> None:
-        now = self._clock()
-        self.taken += 1
-        self._recent.append(now)
-        spent = self._spent.setdefault(key, deque())
-        spent.append(now)
+        def decide(usage: Usage) -> list[str]:
+            nonlocal granted, ahead
+            granted, ahead = plan(places, usage, work.limits, work.held)
+            return [p.spender for p in granted]
 
-    def _spent_by(self, key: str) -> int:
-        spent = self._spent.get(key)
+        if now < self._full_until or work.held or not any(p.mine for p in places):
+            # Nothing can go (the window said when it frees, and only this process fills
+            # it, but for a rare CLI call): plan without asking the database.
+            usage = Usage(0, 0, 0.0, 0.0)
+            decide(Usage(1 << 30, 0, 0.0, 0.0))
+            wait = max(self._full_until - now, 0.0)
+        else:
+            usage = await self._window.take(decide)
+            after = Usage(usage.minute + len(granted), usage.hour + len(granted),
+                          usage.minute_oldest, usage.hour_oldest)
+            wait = after.wait(work.limits(Lane.CLIENT))
+            self._full_until = now + wait if wait else 0.0
+        for place in granted:
+            del self._tickets[place.id]
+            self._spend(place.spender, now)
+        return Settled(tickets, [p.id for p in granted], ahead, usage, wait, self._depth())
+
+    async def ages(self) -> list[float]:
+        return await self._window.ages()
+
+    async def depth(self) -> dict[Lane, int]:
+        return self._depth()
+
+    def _depth(self) -> dict[Lane, int]:
+        depth = dict.fromkeys(Lane, 0)
+        for ticket in self._tickets.values():
+            depth[ticket.lane] += 1
+        return depth
+
+    def _claim(self, want: Want) -> _Ticket | None:
+        reserved = [t for t in self._tickets.values()
+                    if t.owner is None and t.spender == want.spender and t.lane is want.lane]
+        return min(reserved, key=_Ticket.order) if reserved else None
+
+    def _reservations(self, spender: str) -> int:
+        return sum(1 for t in self._tickets.values() if t.owner is None and t.spender == spender)
+
+    def _spend(self, spender: str, now: float) -> None:
+        self._spent.setdefault(spender, deque()).append(now)
+
+    def _spent_by(self, spender: str) -> int:
+        spent = self._spent.get(spender)
         if spent is None:
             return 0
         now = self._clock()
         while spent and spent[0] <= now - HOUR:
             spent.popleft()
         if not spent:
-            del self._spent[key]
+            del self._spent[spender]
             return 0
         return len(spent)
 
+
+# The pump: one per process, settling every waiting request of the process in one round
+
+
+@dataclass(eq=False)
+class _Waiter:
+    ref: int
+    lane: Lane
+    spender: str
+    deadline: float
+    done: asyncio.Future[None]
+    ticket: int | None = None
+    ahead: int = 0
+
+
+class RateBudget:
+    # How often a process re-reads a shared board while its requests wait: other
+    # replicas' rounds free places ahead of them without telling it.
+    POLL = 0.25
+
+    def __init__(
+        self,
+        *,
+        per_minute: int,
+        per_hour: int,
+        window: SharedWindow | None = None,
+        board: Board | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        owner: str | None = None,
+    ) -> None:
+        self.per_minute = per_minute
+        self.per_hour = per_hour
+        self._board: Board = board or LocalBoard(window or LocalWindow(clock), clock)
+        self._clock = clock
+        self._sleep = sleep
+        self._owner = owner or f"{time.time_ns():x}-{id(self):x}"
+        self._refs = itertools.count()
+        self._new: list[_Waiter] = []
+        self._settling: list[_Waiter] = []  # in the round under way
+        self._waiting: dict[int, _Waiter] = {}  # ticket id -> waiter
+        self._reserve: list[Reserve] = []
+        self._drop: list[int] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._pump: asyncio.Task[None] | None = None
+        self._blocked_until = 0.0  # DigitalOcean said the token's budget is spent
+        self._recent: deque[float] = deque()
+        self._ages: tuple[float, list[float]] | None = None  # (read at, ages then)
+        self._depth: tuple[float, dict[Lane, int]] | None = None
+        self._window_wait = 0.0
+        self.taken = 0
+        self.refused = 0
+        self.rounds = 0  # board rounds (database transactions on a database board)
+
+    def limits(self, lane: Lane) -> tuple[int, int]:
+        return lane_limits(lane, self.per_minute, self.per_hour)
+
+    async def acquire(self, max_wait: float) -> None:
+        """Take one request slot for the current spender (``app.pacing.terms.spending``),
+        waiting at most ``max_wait`` seconds for its turn, or BudgetExhausted."""
+        spender = current_spender()
+        waiter = _Waiter(next(self._refs), spender.lane, spender.key,
+                         self._clock() + max_wait, asyncio.get_running_loop().create_future())
+        self._new.append(waiter)
+        self._wake.set()
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._run(), name="budget-pump")
+        try:
+            await asyncio.shield(waiter.done)
+        except asyncio.CancelledError:
+            if not waiter.done.done():
+                waiter.done.cancel()
+                self._forget(waiter)
+            elif not waiter.done.cancelled() and waiter.done.exception() is None:
+                pass  # granted as it was cancelled: the slot is spent, as if sent
+            raise
+
+    async def close(self) -> None:
+        """Stop the pump (at shutdown, once requests have drained): the round under way
+        ends, waiting requests are refused and their tickets dropped."""
+        self._closing = True
+        self._wake.set()
+        if self._pump is not None and not self._pump.done():
+            await self._pump
+
+    async def backlog(self) -> float:
+        """Seconds until a client's write arriving now would get its slot, behind every
+        ticket already waiting or reserved (every replica's, on a shared board): the
+        truthful hint for one turned away before it could even queue (the service is at
+        its in-flight limit)."""
+        now = self._clock()
+        if self._depth is None or now - self._depth[0] >= 1.0:
+            self._depth = (now, await self._board.depth())
+        ahead = sum(self._depth[1].values()) + len(self._new)
+        return await self._wait_behind(ahead, Lane.CLIENT)
+
     @property
     def waiting(self) -> int:
-        return len(self._queue)
+        """Requests of this process waiting for a slot."""
+        return len(self._waiting) + len(self._new)
+
+    async def depth(self) -> dict[Lane, int]:
+        """Tickets waiting or reserved, by lane, on the whole board."""
+        depth = await self._board.depth()
+        self._depth = (self._clock(), depth)
+        return depth
 
     def in_last_minute(self) -> int:
         """Slots this process took in the last minute (for the metrics)."""
@@ -262,3 +502,140 @@ class RateBudget:
             return
         if left is not None and left <= 0 and reset_at is not None:
             self._blocked_until = self._clock() + max(0.0, reset_at - time.time())
+            self._wake.set()
+
+    # the pump
+
+    def _forget(self, waiter: _Waiter) -> None:
+        if waiter in self._new:
+            self._new.remove(waiter)
+        if waiter.ticket is not None and self._waiting.pop(waiter.ticket, None) is not None:
+            self._drop.append(waiter.ticket)
+            self._wake.set()
+
+    async def _run(self) -> None:
+        try:
+            while self._new or self._waiting or self._reserve or self._drop:
+                if self._closing:
+                    self._shut()
+                await self._round()
+                if self._new or self._reserve or self._drop:
+                    continue
+                if not self._waiting:
+                    break
+                self._wake.clear()
+                await self._doze(self._next_look())
+        except Exception as exc:  # the database failed: every waiter hears it
+            for waiter in [*self._new, *self._settling, *self._waiting.values()]:
+                if not waiter.done.done():
+                    waiter.done.set_exception(exc)
+            self._new.clear()
+            self._settling = []
+            self._waiting.clear()
+            self._reserve.clear()
+            self._drop.clear()
+
+    def _shut(self) -> None:
+        for waiter in [*self._new, *self._waiting.values()]:
+            if not waiter.done.done():
+                waiter.done.set_exception(BudgetExhausted(1))
+        self._drop += list(self._waiting)
+        self._new.clear()
+        self._waiting.clear()
+
+    async def _doze(self, seconds: float) -> None:
+        """Until ``seconds`` pass (on the injected clock) or a request wakes the pump."""
+        dozing = asyncio.ensure_future(self._sleep(seconds))
+        woken = asyncio.ensure_future(self._wake.wait())
+        _, pending = await asyncio.wait({dozing, woken}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+
+    def _next_look(self) -> float:
+        now = self._clock()
+        look = min(w.deadline for w in self._waiting.values()) - now
+        look = min(look, self._window_wait or self.POLL)
+        if self._board.shared:
+            # Other replicas' rounds free places ahead without telling this one; its own
+            # tickets must be kept alive well within TICKET_TTL.
+            look = min(look, self.POLL, TICKET_TTL / 3)
+        return max(look, 0.005)
+
+    async def _round(self) -> None:
+        new, self._new = self._new, []
+        self._settling = new
+        reserve, self._reserve = self._reserve, []
+        drop, self._drop = self._drop, []
+        held = self._clock() < self._blocked_until
+        settled = await self._board.settle(Round(
+            self._owner, [Want(w.ref, w.lane, w.spender) for w in new], reserve, drop, held,
+            self.limits))
+        self._settling = []
+        self.rounds += 1
+        now = self._clock()
+        self._depth = (now, settled.depth)
+        arrived: list[_Waiter] = []
+        for waiter in new:
+            waiter.ticket = settled.tickets[waiter.ref]
+            if waiter.done.done():  # cancelled meanwhile
+                self._drop.append(waiter.ticket)
+            else:
+                self._waiting[waiter.ticket] = waiter
+                arrived.append(waiter)
+        for ticket in settled.granted:
+            granted = self._waiting.pop(ticket, None)
+            if granted is None:
+                continue
+            self.taken += 1
+            self._recent.append(now)
+            granted.done.set_result(None)
+        self._window_wait = (self._blocked_until - now) if held else settled.wait
+        for ticket, ahead in settled.ahead.items():
+            behind = self._waiting.get(ticket)
+            if behind is not None:
+                behind.ahead = ahead
+        # Refuse, at once and truthfully, whoever cannot be served within its wait: a
+        # newcomer whose estimated turn lies past its deadline, or a waiter whose deadline
+        # has come. Estimates are computed only then (a replay of the window).
+        doomed = [w for w in arrived if w.ticket in self._waiting]
+        fresh = {w.ticket for w in doomed}
+        doomed += [w for w in self._waiting.values() if w.deadline <= now and w.ticket not in fresh]
+        if not doomed:
+            return
+        estimates = await self._estimates(doomed)
+        for waiter, estimate in zip(doomed, estimates, strict=True):
+            if waiter.deadline > now and now + estimate <= waiter.deadline:
+                continue
+            assert waiter.ticket is not None
+            del self._waiting[waiter.ticket]
+            told = max(1, math.ceil(estimate))
+            if waiter.spender and waiter.lane is not Lane.HOUSEKEEPING:
+                self._reserve.append(Reserve(waiter.ticket, waiter.spender, told))
+            else:
+                self._drop.append(waiter.ticket)
+            self.refused += 1
+            waiter.done.set_exception(BudgetExhausted(told))
+
+    async def _estimates(self, waiters: Sequence[_Waiter]) -> list[float]:
+        held = max(self._blocked_until - self._clock(), 0.0)
+        ages = await self._recent_ages()
+        times: dict[Lane, list[float]] = {}
+        for lane in {w.lane for w in waiters}:
+            deepest = max(w.ahead for w in waiters if w.lane is lane)
+            times[lane] = slot_times(ages, deepest + 1, *self.limits(lane))
+        return [held + times[w.lane][w.ahead] for w in waiters]
+
+    async def _wait_behind(self, ahead: int, lane: Lane) -> float:
+        """Seconds until a slot comes for a request of ``lane`` with ``ahead`` before it."""
+        held = max(self._blocked_until - self._clock(), 0.0)
+        return held + time_until_slot(await self._recent_ages(), ahead, *self.limits(lane))
+
+    async def _recent_ages(self) -> list[float]:
+        """The window's ages, read at most once a second: a burst of arrivals must not
+        queue one database read each (a hint rounded up to whole seconds loses nothing)."""
+        now = self._clock()
+        if self._ages is None or now - self._ages[0] >= 1.0:
+            self._ages = (now, await self._board.ages())
+            return self._ages[1]
+        read_at, ages = self._ages
+        return [a + (now - read_at) for a in ages]

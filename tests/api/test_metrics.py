@@ -132,3 +132,19 @@ async def test_a_client_that_goes_away_is_a_499_not_a_500(harness: Harness,
     access = [r for r in caplog.records if getattr(r, "event", None) == "http.request"
               and r.fields["path"] == "/register"]
     assert [r.fields["status"] for r in access] == [499]
+
+
+async def test_queue_depth_counts_the_reservations_of_refused_clients(
+        harness_factory: Any) -> None:
+    """A client refused for want of a DigitalOcean slot keeps a reservation in the client
+    lane until it comes back: /metrics shows it, by lane."""
+    async with harness_factory(do_rate_per_minute=1, do_max_wait=0) as h:
+        accounts = [await h.create_account(domain=f"q{n}.example.com") for n in range(3)]
+        statuses = [(await h.update(a, challenge_value(n))).status_code
+                    for n, a in enumerate(accounts)]
+        samples = await scrape(h)
+    refused = statuses.count(503)
+    assert refused >= 2, statuses
+    assert value(samples, "acme_delegate_digitalocean_queue_depth", lane="client") == refused
+    assert value(samples, "acme_delegate_digitalocean_queue_depth", lane="revocation") == 0
+    assert value(samples, "acme_delegate_digitalocean_queue_depth", lane="housekeeping") == 0
