@@ -82,7 +82,7 @@ async def test_digitalocean_saying_nothing_is_left_holds_requests() -> None:
 
 # The fair queue: lanes, shares by credential, spare budget for housekeeping, true hints
 
-from app.pacing.budget import SPARE, time_until_slot  # noqa: E402
+from app.pacing.budget import MAX_RESERVATIONS, SPARE, time_until_slot  # noqa: E402
 from app.pacing.terms import Lane, spending  # noqa: E402
 
 
@@ -166,3 +166,61 @@ async def test_the_backlog_names_when_a_newcomer_could_be_served() -> None:
     assert await budget.backlog() == pytest.approx(MINUTE - 10)
     clock.now += 2  # the cached window ages with the clock
     assert await budget.backlog() == pytest.approx(MINUTE - 12)
+
+
+async def test_a_client_back_when_told_is_served_before_newcomers() -> None:
+    """Refused with Retry-After T, a credential that comes back at T takes its reserved
+    place: it is served at once, ahead of a newcomer that came meanwhile; it asks twice."""
+    clock = FakeClock()
+    budget = RateBudget(per_minute=1, per_hour=1000, clock=clock, sleep=clock.sleep)
+    with spending(Lane.CLIENT, "first"):
+        await budget.acquire(max_wait=0)
+    with spending(Lane.CLIENT, "patient"), pytest.raises(BudgetExhausted) as caught:
+        await budget.acquire(max_wait=5)
+    told = caught.value.retry_after
+    assert told == math.ceil(MINUTE)
+    assert (await budget.depth())[Lane.CLIENT] == 1  # its reservation
+    clock.now += 30
+    with spending(Lane.CLIENT, "newcomer"), pytest.raises(BudgetExhausted) as later:
+        await budget.acquire(max_wait=5)
+    # The newcomer's estimate counts the reservation ahead of it: a minute after the
+    # patient client's slot, not the same moment.
+    assert later.value.retry_after is not None and later.value.retry_after > told - 30 + 50
+    clock.now += told - 30
+    with spending(Lane.CLIENT, "patient"):
+        await budget.acquire(max_wait=0)  # back at T: served at once, no further wait
+    with spending(Lane.CLIENT, "newcomer"), pytest.raises(BudgetExhausted):
+        await budget.acquire(max_wait=0)
+
+
+async def test_a_reservation_nobody_claims_vanishes() -> None:
+    clock = FakeClock()
+    budget = RateBudget(per_minute=1, per_hour=1000, clock=clock, sleep=clock.sleep)
+    await budget.acquire(max_wait=0)
+    with spending(Lane.CLIENT, "gone"), pytest.raises(BudgetExhausted) as caught:
+        await budget.acquire(max_wait=0)
+    told = caught.value.retry_after or 0
+    clock.now += told + 1
+    # Its moment has come and it holds the slot for a while: others wait behind it...
+    with spending(Lane.CLIENT, "other"), pytest.raises(BudgetExhausted):
+        await budget.acquire(max_wait=0)
+    clock.now += 10  # ... until its grace runs out
+    with spending(Lane.CLIENT, "other"):
+        await budget.acquire(max_wait=0)
+    assert (await budget.depth())[Lane.CLIENT] == 0
+
+
+async def test_one_credential_holds_few_reservations() -> None:
+    clock = FakeClock()
+    budget = RateBudget(per_minute=1, per_hour=1000, clock=clock, sleep=clock.sleep)
+    await budget.acquire(max_wait=0)
+
+    async def hoard() -> None:
+        with spending(Lane.CLIENT, "hoarder"), pytest.raises(BudgetExhausted):
+            await budget.acquire(max_wait=0)
+
+    # Sequential requests claim the one reservation again; concurrent ones each leave one,
+    # up to the bound.
+    await asyncio.gather(*(hoard() for _ in range(MAX_RESERVATIONS + 5)))
+    await hoard()
+    assert (await budget.depth())[Lane.CLIENT] == MAX_RESERVATIONS
