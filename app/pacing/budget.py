@@ -29,6 +29,7 @@ tending them (killed).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import math
@@ -425,6 +426,7 @@ class RateBudget:
         self._pump: asyncio.Task[None] | None = None
         self._blocked_until = 0.0  # DigitalOcean said the token's budget is spent
         self._recent: deque[float] = deque()
+        self._promised: list[float] = []  # moments told by backlog(), sorted
         self._ages: tuple[float, list[float]] | None = None  # (read at, ages then)
         self._depth: tuple[float, dict[Lane, int]] | None = None
         self._window_wait = 0.0
@@ -471,8 +473,15 @@ class RateBudget:
         now = self._clock()
         if self._depth is None or now - self._depth[0] >= 1.0:
             self._depth = (now, await self._board.depth())
-        ahead = sum(self._depth[1].values()) + len(self._new)
-        return await self._wait_behind(ahead, Lane.CLIENT)
+        del self._promised[:bisect.bisect_right(self._promised, now)]
+        # Everyone already told a moment counts ahead: a thousand clients turned away at
+        # once must hear a thousand successive moments, not the same one.
+        depth = self._depth[1]
+        ahead = (depth[Lane.REVOCATION] + depth[Lane.CLIENT] + len(self._new)
+                 + len(self._promised))
+        wait = await self._wait_behind(ahead, Lane.CLIENT)
+        bisect.insort(self._promised, now + wait)
+        return wait
 
     @property
     def waiting(self) -> int:
