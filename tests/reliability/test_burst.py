@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.core.models import ValueState
 from tests.conftest import Harness, challenge_value
 
 BURST = 1000
@@ -19,7 +20,8 @@ BUDGET = 240
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_burst_of_a_thousand(
-        harness_factory: Callable[..., AbstractAsyncContextManager[Harness]]) -> None:
+        harness_factory: Callable[..., AbstractAsyncContextManager[Harness]],
+        caplog: pytest.LogCaptureFixture) -> None:
     async with harness_factory(do_rate_per_minute=BUDGET, do_max_wait=3) as h:
         h.do.update_faults(latency_ms=5)
         accounts = []
@@ -33,12 +35,21 @@ async def test_burst_of_a_thousand(
             return await h.update(account, challenge_value(n))
 
         responses = await asyncio.gather(*(one(n, a) for n, a in enumerate(accounts)))
-        # Every client told to retry left nothing behind: no row, no record.
+        # Every client told to retry left nothing behind: no row, no record. Except where
+        # the create's outcome is unknown (it timed out on a loaded machine, and the budget
+        # left no call to look): then the row stays PENDING for the reconciler to settle,
+        # and the service says so.
+        unknown = {r.getMessage() for r in caplog.records if "txt.create_unknown" in
+                   r.getMessage()}
         for response, account in zip(responses, accounts, strict=True):
             if response.status_code == 503:
                 name = str(account["fulldomain"])
-                assert await h.services.store.values_at(name) == []
-                assert h.txt_at(name) == []
+                rows = await h.services.store.values_at(name)
+                if rows:
+                    assert [r.state for r in rows] == [ValueState.PENDING], rows
+                    assert any(f"name={name} " in m for m in unknown), (name, unknown)
+                else:
+                    assert h.txt_at(name) == []
 
     statuses = [r.status_code for r in responses]
     served = statuses.count(200)
