@@ -195,7 +195,8 @@ def plan(queue: Sequence[Place], usage: Usage, limits: Callable[[Lane], tuple[in
     holding = 0
     for position, place in enumerate(queue):
         if place.mine:
-            ahead[place.id] = position
+            # Those granted before it are in the window now, no longer ahead in the queue.
+            ahead[place.id] = position - len(granted)
             if not held and holding < usage.free(limits(place.lane)):
                 granted.append(place)
         if place.holding:
@@ -598,6 +599,11 @@ class RateBudget:
             self.taken += 1
             self._recent.append(now)
             granted.done.set_result(None)
+        if settled.granted and self._ages is not None:
+            # The cached window learns this round's slots (age 0 now): an estimate made
+            # before the next read must not see them still free.
+            read_at, ages = self._ages
+            ages.extend([read_at - now] * len(settled.granted))
         self._window_wait = (self._blocked_until - now) if held else settled.wait
         for ticket, ahead in settled.ahead.items():
             behind = self._waiting.get(ticket)

@@ -225,3 +225,21 @@ async def test_one_credential_holds_few_reservations() -> None:
     await asyncio.gather(*(hoard() for _ in range(MAX_RESERVATIONS + 5)))
     await hoard()
     assert (await budget.depth())[Lane.CLIENT] == MAX_RESERVATIONS
+
+
+async def test_a_burst_refusal_counts_the_slots_just_granted_once() -> None:
+    """Three at once, two slots: the two served are in the window, not also ahead in the
+    queue, so the third is told the minute, not two."""
+    clock = FakeClock()
+    budget = RateBudget(per_minute=2, per_hour=1000, clock=clock, sleep=clock.sleep)
+
+    async def one(key: str) -> float:
+        with spending(Lane.CLIENT, key):
+            try:
+                await budget.acquire(max_wait=5)
+            except BudgetExhausted as exc:
+                return exc.retry_after or 0
+        return 0.0
+
+    told = await asyncio.gather(*(one(k) for k in "abc"))
+    assert sorted(told) == [0.0, 0.0, math.ceil(MINUTE)]
