@@ -122,7 +122,8 @@ class Metrics:
         self.dns_waits = Counter("acme_delegate_dns_waits",
                                  "Waits for the nameservers after an update, by outcome: "
                                  "seen, timeout (answered 200 not yet seen), unchecked (no "
-                                 "nameserver reachable), busy (too many waiting)",
+                                 "nameserver reachable), busy (too many waiting), known "
+                                 "(seen served before: not asked again)",
                                  ["outcome"], registry=r)
         self.dns_wait_seconds = Histogram("acme_delegate_dns_wait_duration_seconds",
                                           "Time from the write to the nameservers serving "

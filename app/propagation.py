@@ -11,6 +11,7 @@ The API, in the order one meets it::
     answers = await checker.answers(name)         # what each nameserver serves, now
     served = await checker.serving(name, values)  # {nameserver: True/False/None}
     result = await checker.wait(name, values, timeout=20)  # WaitResult
+    checker.confirmed  # ConfirmedValues: what /update need not wait for again
     await checker.close()
 
 Reachability: a nameserver that does not answer (timeout, network error, a host name
@@ -57,6 +58,7 @@ DOWN_AFTER = 2  # unanswered queries in a row that make a nameserver down
 REPROBE_SECONDS = 60.0
 MAX_QUERIES = 64
 MAX_WAITERS = 1000
+MAX_CONFIRMED = 10_000  # names whose confirmed values are remembered (about 1 MB)
 
 
 class Nameserver(NamedTuple):
@@ -120,6 +122,7 @@ class WaitOutcome(enum.StrEnum):
     TIMEOUT = "timeout"  # the bound passed first
     UNCHECKED = "unchecked"  # no nameserver is reachable: nothing to wait for
     BUSY = "busy"  # too many waits at once: this one was not started
+    KNOWN = "known"  # confirmed before (ConfirmedValues): not asked again
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,68 @@ class WaitResult:
     # Nameservers not seen serving the values: the late ones after a TIMEOUT; after
     # SEEN, those that went down meanwhile.
     pending: tuple[Nameserver, ...] = ()
+    # SEEN by every configured nameserver, none down: what ``ConfirmedValues`` may keep.
+    everywhere: bool = False
+
+
+class ConfirmedValues:
+    """The values every nameserver was seen serving at a name, since this process last
+    changed that name: a repeat of one needs no wait. A record that every nameserver
+    served stays served until it changes, and this service is its only writer, so each
+    of its writes to a name forgets the name (``forget``).
+
+    A wait that was running when the name changed may have seen the value before the
+    change reached the nameservers: ``confirm`` takes the ``ticket`` drawn before the
+    wait and refuses it if the name changed since. Both maps are bounded; when the
+    record of a name's last change is dropped for room, every wait begun before that
+    change is refused (``_floor``), which is only ever too careful."""
+
+    def __init__(self, size: int = MAX_CONFIRMED) -> None:
+        self._size = size
+        self._values: dict[str, set[str]] = {}  # least recently used first
+        self._changed: dict[str, int] = {}  # name -> its last change's tick, oldest first
+        self._tick = 0
+        self._floor = 0
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.rstrip(".").lower()
+
+    def known(self, name: str, value: str) -> bool:
+        key = self._key(name)
+        values = self._values.get(key)
+        if values is None or value not in values:
+            return False
+        self._values[key] = self._values.pop(key)  # used: newest again
+        return True
+
+    def ticket(self) -> int:
+        """To pass to ``confirm`` once the wait that starts now is over."""
+        return self._tick
+
+    def confirm(self, name: str, value: str, ticket: int) -> bool:
+        """Remember ``value`` as served at ``name``, unless the name changed since
+        ``ticket`` was drawn; says whether it did."""
+        key = self._key(name)
+        if self._changed.get(key, self._floor) > ticket:
+            return False
+        values = self._values.pop(key, set())
+        values.add(value)
+        self._values[key] = values
+        if len(self._values) > self._size:
+            del self._values[next(iter(self._values))]
+        return True
+
+    def forget(self, name: str) -> None:
+        """``name`` changes (or just changed): none of its values is confirmed any more."""
+        key = self._key(name)
+        self._tick += 1
+        self._values.pop(key, None)
+        self._changed.pop(key, None)
+        self._changed[key] = self._tick
+        if len(self._changed) > self._size:
+            oldest = next(iter(self._changed))
+            self._floor = self._changed.pop(oldest)
 
 
 # (query, address, port, timeout) -> response; injectable, like httpx's transport.
@@ -195,6 +260,7 @@ class PropagationChecker:
         self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_probe = -REPROBE_SECONDS
+        self.confirmed = ConfirmedValues()
 
     # --- reachability ----------------------------------------------------------------
 
@@ -336,7 +402,8 @@ class PropagationChecker:
             waiter.done.cancel()
             return WaitResult(WaitOutcome.TIMEOUT, seconds, pending)
         outcome = WaitOutcome.SEEN if waiter.seen else WaitOutcome.UNCHECKED
-        return WaitResult(outcome, seconds, pending)
+        return WaitResult(outcome, seconds, pending,
+                          everywhere=waiter.seen.issuperset(self.nameservers))
 
     def _start_poller(self) -> None:
         if self._wake is None:

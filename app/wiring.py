@@ -107,6 +107,7 @@ async def build_services(
             store, provider, ttl=settings.txt_ttl, max_values=settings.max_values_per_name,
             throttle=throttle,
             on_update_forbidden=metrics.update_forbidden if metrics else None,
+            on_change=propagation.confirmed.forget,
         )
         accounts = AccountService(
             store,

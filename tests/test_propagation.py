@@ -13,6 +13,7 @@ import dns.message
 import pytest
 
 from app.propagation import (
+    ConfirmedValues,
     Nameserver,
     PropagationChecker,
     WaitOutcome,
@@ -81,7 +82,7 @@ async def test_a_served_value_costs_one_round_trip(zone_state: StandinState,
     put(zone_state, value)
     checker = PropagationChecker([nameserver], interval=5, max_interval=5)
     result = await checker.wait(NAME, {value}, timeout=10)
-    assert result.outcome is WaitOutcome.SEEN
+    assert result.outcome is WaitOutcome.SEEN and result.everywhere
     assert result.seconds < 1  # no interval slept: the first round saw it
     await checker.close()
 
@@ -112,7 +113,7 @@ async def test_wait_ends_at_its_bound_naming_the_late_nameserver(
     result = await checker.wait(NAME, {value}, timeout=1.0)
     assert result.outcome is WaitOutcome.TIMEOUT
     assert 1.0 <= time.monotonic() - started < 1.5
-    assert result.pending == (late_ns,)
+    assert result.pending == (late_ns,) and not result.everywhere
     await checker.close()
     await late.close()
 
@@ -140,6 +141,7 @@ async def test_a_nameserver_that_stops_answering_mid_wait_is_left_out(
     result = await checker.wait(NAME, {value}, timeout=5)
     # Two unanswered queries in a row (DOWN_AFTER) and the silent one no longer counts.
     assert result.outcome is WaitOutcome.SEEN and result.pending == (silent,)
+    assert not result.everywhere  # not a value to stop asking about
     assert result.seconds < 2
     assert checker.reachable() == (nameserver,)
     await checker.close()
@@ -183,3 +185,45 @@ async def test_too_many_waiters_are_not_started(zone_state: StandinState,
     assert third.outcome is WaitOutcome.BUSY and third.seconds == 0
     assert {r.outcome for r in await asyncio.gather(*first)} == {WaitOutcome.TIMEOUT}
     await checker.close()
+
+
+def test_a_confirmed_value_is_known_until_its_name_changes() -> None:
+    confirmed = ConfirmedValues()
+    value, other = challenge_value(1), challenge_value(2)
+    assert confirmed.confirm(NAME, value, confirmed.ticket())
+    assert confirmed.known(NAME + ".", value) and confirmed.known(NAME.upper(), value)
+    assert not confirmed.known(NAME, other)
+    assert not confirmed.known("_acme-challenge.other.example.com", value)
+    confirmed.forget(NAME)
+    assert not confirmed.known(NAME, value)
+
+
+def test_a_wait_the_name_changed_under_is_not_confirmed() -> None:
+    """Seen before the change reached the nameservers: not to be kept."""
+    confirmed = ConfirmedValues()
+    value = challenge_value(1)
+    ticket = confirmed.ticket()  # the wait starts
+    confirmed.forget(NAME)  # another request writes to the name meanwhile
+    assert not confirmed.confirm(NAME, value, ticket)
+    assert not confirmed.known(NAME, value)
+    # Other names' changes do not matter; a wait begun after the change does count.
+    ticket = confirmed.ticket()
+    confirmed.forget("_acme-challenge.other.example.com")
+    assert confirmed.confirm(NAME, value, ticket) and confirmed.known(NAME, value)
+
+
+def test_confirmed_values_are_bounded_and_careful_when_full() -> None:
+    confirmed = ConfirmedValues(size=2)
+    names = [f"_acme-challenge.n{i}.example.com" for i in range(3)]
+    value = challenge_value(1)
+    for name in names:
+        assert confirmed.confirm(name, value, confirmed.ticket())
+    # The least recently used name went.
+    assert [confirmed.known(n, value) for n in names] == [False, True, True]
+    # Changes beyond the bound: a wait begun before the oldest forgotten change is
+    # refused even for a name whose own change record was dropped.
+    ticket = confirmed.ticket()
+    for name in names:
+        confirmed.forget(name)
+    assert not confirmed.confirm(names[0], value, ticket)
+    assert confirmed.confirm(names[0], value, confirmed.ticket())

@@ -5,7 +5,9 @@ unit of work has committed. So it holds no database transaction, no name lock an
 (``leave_in_flight``) no in-flight slot: only a future in the shared propagation poller.
 The ``Acme-Delegate-DNS`` header says what the 200 means:
 
-- ``live``: every reachable nameserver serves the value;
+- ``live``: every reachable nameserver serves the value. A value this process already
+  saw every nameserver serve, at a name it has not changed since, is not asked about
+  again (``ConfirmedValues``): the repeats of a live value answer at once;
 - ``pending``: ACME_DELEGATE_WAIT_FOR_DNS passed first (or too many requests were
   waiting). The record exists at DigitalOcean and will be served: still 200, because a
   retry could do nothing more, and clients that check DNS themselves (lego, cert-manager)
@@ -39,6 +41,7 @@ log = logging.getLogger("acme_delegate.api")
 
 _HEADER_VALUE = {
     WaitOutcome.SEEN: "live",
+    WaitOutcome.KNOWN: "live",
     WaitOutcome.TIMEOUT: "pending",
     WaitOutcome.BUSY: "pending",
     WaitOutcome.UNCHECKED: "unchecked",
@@ -63,13 +66,22 @@ class LiveAnswer(JSONResponse):
         if bound <= 0:
             return "off"
         metrics: Metrics = scope["app"].state.metrics
+        propagation = self._services.propagation
+        if propagation.confirmed.known(self._name, self._value):
+            metrics.dns_waited(WaitOutcome.KNOWN, 0.0)
+            event(log, "dns.wait", logging.DEBUG, name=self._name,
+                  value=fingerprint(self._value), outcome=WaitOutcome.KNOWN)
+            return _HEADER_VALUE[WaitOutcome.KNOWN]
+        ticket = propagation.confirmed.ticket()
         leave_in_flight(scope)
         metrics.dns_waiting.inc()
         try:
-            result = await self._services.propagation.wait(self._name, {self._value},
-                                                           timeout=bound)
+            result = await propagation.wait(self._name, {self._value}, timeout=bound)
         finally:
             metrics.dns_waiting.dec()
+        if result.everywhere:
+            # Only a value every nameserver served: a pending one is asked about again.
+            propagation.confirmed.confirm(self._name, self._value, ticket)
         metrics.dns_waited(result.outcome, result.seconds)
         late = result.outcome in (WaitOutcome.TIMEOUT, WaitOutcome.BUSY)
         event(log, "dns.wait", logging.WARNING if late else logging.INFO, name=self._name,

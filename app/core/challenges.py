@@ -26,7 +26,8 @@ delete at once, in the most urgent lane.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -86,11 +87,15 @@ class ChallengeService:
         clock: Callable[[], datetime] = utcnow,
         rotate_in_place: bool = True,
         on_update_forbidden: Callable[[], None] | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self._throttle = throttle
         # False once DigitalOcean refused an update (403): the token lacks domain:update.
         self.rotate_in_place = rotate_in_place
         self._on_update_forbidden = on_update_forbidden or (lambda: None)
+        # Told of every write to a name's records: its values are no longer confirmed
+        # served (app.propagation.ConfirmedValues).
+        self._on_change = on_change or (lambda name: None)
         self._store = store
         self._provider = provider
         self._ttl = ttl
@@ -184,30 +189,47 @@ class ChallengeService:
                 await self._store.bump_value(existing.id, self._clock())
                 event(log, "txt.repeat", name=name, value=fingerprint(value))
                 return
-            await self._take_quota(account)
-            # Records in place, oldest first, unwanted ones (being deleted, retired) before
-            # live ones: what a new value may overwrite or must evict.
-            occupants = ([v for v in current if v.record_id is not None
-                          and v.state in (ValueState.DELETING, ValueState.RETIRED)]
-                         + [v for v in current if v.state is ValueState.LIVE])
-            window = self.window(account)
-            with spending(Lane.CLIENT, account.username):
-                if self.rotate_in_place and len(occupants) >= window:
-                    target = occupants[0]
-                    try:
-                        if await self._overwrite(account, target, value):
-                            await self._evict(occupants[1:], window - 1)
-                            return
-                        occupants = occupants[1:]  # gone behind our back (404): removed
-                    except _FallBack:
-                        pass  # no domain:update: create, then evict, as before
-                pending = await self._store.add_value(
-                    name=name, zone=account.zone, value=value, account_id=account.id,
-                    at=self._clock())
-                record = await self._create(pending)
-                await self._store.mark_live(pending.id, record.id, self._clock())
-                event(log, "txt.created", name=name, value=fingerprint(value), record=record.id)
-                await self._evict(occupants, window - 1)
+            with self._changing(name):
+                await self._take_quota(account)
+                # Records in place, oldest first, unwanted ones (being deleted, retired) before
+                # live ones: what a new value may overwrite or must evict.
+                occupants = ([v for v in current if v.record_id is not None
+                              and v.state in (ValueState.DELETING, ValueState.RETIRED)]
+                             + [v for v in current if v.state is ValueState.LIVE])
+                window = self.window(account)
+                with spending(Lane.CLIENT, account.username):
+                    if self.rotate_in_place and len(occupants) >= window:
+                        target = occupants[0]
+                        try:
+                            if await self._overwrite(account, target, value):
+                                await self._evict(occupants[1:], window - 1)
+                                return
+                            occupants = occupants[1:]  # gone behind our back (404): removed
+                        except _FallBack:
+                            pass  # no domain:update: create, then evict, as before
+                    pending = await self._store.add_value(
+                        name=name, zone=account.zone, value=value, account_id=account.id,
+                        at=self._clock())
+                    record = await self._create(pending)
+                    await self._store.mark_live(pending.id, record.id, self._clock())
+                    event(log, "txt.created", name=name, value=fingerprint(value), record=record.id)
+                    await self._evict(occupants, window - 1)
+
+    def changed(self, name: str) -> None:
+        """Say that ``name``'s records change (the reconciler's repairs too)."""
+        self._on_change(name)
+
+    @contextmanager
+    def _changing(self, *names: str) -> Iterator[None]:
+        """Around a write to the names' records: said before (what was confirmed there
+        may go) and after (a wait that ran meanwhile may have seen the old records)."""
+        for name in names:
+            self.changed(name)
+        try:
+            yield
+        finally:
+            for name in names:
+                self.changed(name)
 
     async def _take_quota(self, account: Account) -> None:
         if self._throttle is not None:
@@ -291,6 +313,7 @@ class ChallengeService:
             targets = [v for v in await self._store.values_at(account.name) if v.value == value]
             if not targets:
                 return False
+            self.changed(account.name)
             await self._store.set_state([v.id for v in targets if v.state is ValueState.LIVE],
                                         ValueState.RETIRED)
             event(log, "txt.retired", name=account.name, value=fingerprint(value),
@@ -355,14 +378,15 @@ class ChallengeService:
         Returns how many are gone for good. The caller holds the name's lock."""
         if not values:
             return 0
-        await self._store.set_state([v.id for v in values], ValueState.DELETING)
-        done: list[int] = []
-        for value in values:
-            if await self._delete_value(value):
-                done.append(value.id)
-                event(log, "txt.deleted", name=value.name, value=fingerprint(value.value),
-                      reason=reason)
-        await self._store.delete_values(done)
+        with self._changing(*{v.name for v in values}):
+            await self._store.set_state([v.id for v in values], ValueState.DELETING)
+            done: list[int] = []
+            for value in values:
+                if await self._delete_value(value):
+                    done.append(value.id)
+                    event(log, "txt.deleted", name=value.name, value=fingerprint(value.value),
+                          reason=reason)
+            await self._store.delete_values(done)
         return len(done)
 
     async def _delete_value(self, value: TxtValue) -> bool:

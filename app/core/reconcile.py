@@ -208,6 +208,7 @@ class Reconciler:
                     continue
                 old = next((r for r in rows if r.id != row.id and r.record_id == row.record_id
                             and r.state is not ValueState.PENDING), None)
+                self._challenges.changed(name)
                 if record is not None and record.data == row.value and old is not None:
                     await self._store.replace_value(old.id, row.id, row.record_id,
                                                     self._clock())
@@ -258,6 +259,7 @@ class Reconciler:
         except ProviderError as exc:
             report.failures.append(f"re-create at {row.name}: {exc}")
             return
+        self._challenges.changed(row.name)  # it was gone: the nameservers lag again
         await self._store.set_record_id(row.id, record.id)
         event(log, "txt.recreated", logging.WARNING, name=row.name,
               value=fingerprint(row.value), record=record.id)

@@ -8,6 +8,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dns.asyncquery
@@ -55,21 +56,83 @@ async def test_update_200_is_followed_at_once_by_dns_that_serves_it(
         samples = await scrape(h)
         assert value(samples, "acme_delegate_dns_waits_total", outcome="seen") == 1
 
-        # A repeat of a value already served: no DigitalOcean call, and no wait: one
-        # query to the nameserver, answered at once (no polling round after it).
+        # A repeat of a value every nameserver was seen serving: no DigitalOcean call
+        # and no nameserver asked: it answers at once.
         calls = h.do_calls()
-        asked: list[bytes] = []
-        real_answer = app.standin.dns.answer_wire
-
-        def counting(state: Any, wire: bytes, *, tcp: bool) -> bytes | None:
-            asked.append(wire)
-            return real_answer(state, wire, tcp=tcp)
-
-        monkeypatch.setattr(app.standin.dns, "answer_wire", counting)
-        again, seconds = await timed(h.update(account, txt))
+        with counting_queries(monkeypatch) as asked:
+            again, seconds = await timed(h.update(account, txt))
         assert again.status_code == 200 and again.headers["acme-delegate-dns"] == "live"
-        assert h.do_calls() == calls and len(asked) == 1
+        assert h.do_calls() == calls and asked == []
         assert seconds < DELAY  # whatever the machine's load, less than any wait
+        samples = await scrape(h)
+        assert value(samples, "acme_delegate_dns_waits_total", outcome="known") == 1
+
+
+@contextmanager
+def counting_queries(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """The queries the stand-in's nameserver receives meanwhile."""
+    asked: list[bytes] = []
+    real_answer = app.standin.dns.answer_wire
+
+    def counting(state: Any, wire: bytes, *, tcp: bool) -> bytes | None:
+        asked.append(wire)
+        return real_answer(state, wire, tcp=tcp)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(app.standin.dns, "answer_wire", counting)
+        yield asked
+
+
+async def test_a_pending_value_is_asked_about_again(
+        harness_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answered ``pending`` (not seen served in time): its repeat waits again, and once
+    the nameservers serve it the repeat says ``live``."""
+    async with harness_factory(wait_for_dns=1) as h:
+        h.do.set_propagation_delay(NEVER)
+        account = await h.create_account(domain="www.example.com")
+        txt = challenge_value(5)
+        assert (await h.update(account, txt)).headers["acme-delegate-dns"] == "pending"
+        with counting_queries(monkeypatch) as asked:
+            again = await h.update(account, txt)
+        assert again.headers["acme-delegate-dns"] == "pending" and len(asked) >= 1
+        h.do.set_propagation_delay(0)
+        with counting_queries(monkeypatch) as asked:
+            seen = await h.update(account, txt)
+        assert seen.headers["acme-delegate-dns"] == "live" and len(asked) >= 1
+        with counting_queries(monkeypatch) as asked:
+            known = await h.update(account, txt)
+        assert known.headers["acme-delegate-dns"] == "live" and asked == []
+
+
+async def test_a_write_to_the_name_forgets_what_was_confirmed_there(
+        harness_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new value at the name, and the values that stay there are asked about again
+    (their records may be the ones it replaces); a replaced value is no repeat at all."""
+    async with harness_factory(wait_for_dns=10, max_values_per_name=2) as h:
+        account = await h.create_account(domain="www.example.com")
+        name = account["fulldomain"]
+        first, second, third = challenge_value(6), challenge_value(7), challenge_value(8)
+        confirmed = h.services.propagation.confirmed
+        for txt in (first, second):
+            assert (await h.update(account, txt)).headers["acme-delegate-dns"] == "live"
+        assert confirmed.known(name, second) and not confirmed.known(name, first)
+        with counting_queries(monkeypatch) as asked:
+            again = await h.update(account, second)
+        assert again.headers["acme-delegate-dns"] == "live" and asked == []
+        # The third value overwrites the oldest record (first's): second stays live in
+        # the database but is no longer confirmed.
+        assert (await h.update(account, third)).headers["acme-delegate-dns"] == "live"
+        assert h.txt_at(name) == sorted([second, third])
+        assert not confirmed.known(name, second)
+        with counting_queries(monkeypatch) as asked:
+            again = await h.update(account, second)
+        assert again.headers["acme-delegate-dns"] == "live" and len(asked) >= 1
+        # Removed (httpreq cleanup) or revoked: forgotten too.
+        assert confirmed.known(name, second)
+        cleaned = await h.client.post("/cleanup", json={"fqdn": name + ".", "value": second},
+                                      auth=(account["username"], account["password"]))
+        assert cleaned.status_code == 200, cleaned.text
+        assert not confirmed.known(name, second)
 
 
 async def test_present_waits_too(harness_factory: Callable[..., Any]) -> None:
