@@ -119,6 +119,10 @@ def sqlite_url(sqlite_schema: Path, tmp_path: Path) -> str:
 
 @pytest.fixture
 def do_state() -> StandinState:
+    return standin_state()
+
+
+def standin_state() -> StandinState:
     """The stand-in's state: two zones, some unrelated records that must never change."""
     state = StandinState()
     state.add_zone("example.com")
@@ -131,6 +135,12 @@ def do_state() -> StandinState:
 
 @pytest.fixture
 def make_settings(database_url: str) -> Callable[..., Settings]:
+    return settings_maker(database_url)
+
+
+def settings_maker(database_url: str) -> Callable[..., Settings]:
+    """``make(**overrides)``: the tests' Settings on ``database_url``."""
+
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": database_url,

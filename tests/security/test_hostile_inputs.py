@@ -24,14 +24,25 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from app import __version__
 from app.config import Settings
 from app.standin import Standin
-from tests.conftest import ADMIN_TOKEN, DO_TOKEN, REGISTRATION_TOKEN, challenge_value
+from tests.conftest import (
+    ADMIN_TOKEN,
+    DO_TOKEN,
+    REGISTRATION_TOKEN,
+    challenge_value,
+    fresh_postgres,
+    migrated_sqlite,
+    settings_maker,
+    standin_state,
+)
 from tests.security.support import (
     AppHarness,
     RawResponse,
+    app_harness_factory,
     asgi_request,
     assert_unchanged,
     error_code,
@@ -45,7 +56,12 @@ from tests.support.processes import Serve
 # encoding, nesting): the hostile bytes never get near a database, so they run on SQLite
 # only. Cases whose hostile part is a credential, a name or a value (which are looked up,
 # stored or audited) run on both databases: PostgreSQL and SQLite differ there (NUL bytes).
-PARSING_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+PARSING_ONLY = pytest.mark.parametrize("module_database", ["sqlite"], indirect=True,
+                                       scope="module")
+# The in-process cases share one app per module and database (its start-up, and FastAPI's
+# building of each route on first use, cost more than a case): each case checks that
+# nothing changed across its own request, so they stay independent.
+SHARED_APP = pytest.mark.asyncio(loop_scope="module")
 V = challenge_value(11)
 BOUND = "_acme-challenge.www.example.com"
 KIB = 1024
@@ -99,11 +115,22 @@ ROUTES = {
 POSTS = [e for e in ROUTES if e != "health"]
 
 
-@pytest.fixture
-async def ctx(sec_factory: Callable[..., Any]) -> Any:
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def module_database(request: pytest.FixtureRequest, sqlite_schema: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated, empty database of each kind for this module's shared app."""
+    if request.param == "sqlite":
+        return migrated_sqlite(sqlite_schema, tmp_path_factory.mktemp("hostile") / "db.sqlite3")
+    return fresh_postgres()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def ctx(module_database: str) -> Any:
     # registration=token: without the registration token /register refuses, so nothing in the
     # corpus can create an account through it (its body is still parsed first).
-    async with sec_factory(registration="token") as h:
+    factory = app_harness_factory(settings_maker(module_database), standin_state())
+    async with factory(registration="token") as h:
         account = await h.create_account(domain="www.example.com")
         # One live value, so that a stray cleanup or eviction would show.
         response = await h.update(account, challenge_value(1))
@@ -158,6 +185,7 @@ def padded(ctx: Ctx, endpoint: str, size: int) -> bytes:
     return raw
 
 
+@SHARED_APP
 @PARSING_ONLY
 @pytest.mark.parametrize("endpoint", POSTS)
 @pytest.mark.parametrize("how", ["declared", "streamed", "declared-small", "one-mib"])
@@ -175,6 +203,7 @@ async def test_huge_bodies_are_413(ctx: Ctx, endpoint: str, how: str) -> None:
     await check_refused(ctx, endpoint, headers, chunks, expect=(413, "payload_too_large"))
 
 
+@SHARED_APP
 @PARSING_ONLY
 @pytest.mark.parametrize("auth", [True, False], ids=["token", "no-token"])
 async def test_admin_api_refuses_a_huge_body_before_reading_it(ctx: Ctx, auth: bool) -> None:
@@ -199,6 +228,7 @@ async def test_admin_api_refuses_a_huge_body_before_reading_it(ctx: Ctx, auth: b
                                    b"99999999999999999999999", b"5, 5", b"\xb2", b"\xb9\xb3"],
                          ids=["low", "high", "negative", "letters", "exponent", "space",
                               "hex", "huge", "list", "superscript-2", "superscript-13"])
+@SHARED_APP
 async def test_lying_content_length(ctx: Ctx, endpoint: str, value: bytes) -> None:
     """Content-Length that does not match the body, is not a number, or is a Unicode
     digit that ``str.isdigit`` accepts and ``int`` refuses (U+00B2, latin-1 on the wire)."""
@@ -216,6 +246,7 @@ async def test_lying_content_length(ctx: Ctx, endpoint: str, value: bytes) -> No
     b'{"fqdn": "_acme-challenge.www.example.com\xc0\xae", "value": "x"}',  # overlong "."
     b"\x80" * 100,
 ], ids=["bad-continuation", "bom", "utf16", "overlong-dot", "continuation-bytes"])
+@SHARED_APP
 async def test_invalid_utf8(ctx: Ctx, endpoint: str, body: bytes) -> None:
     await check_refused(ctx, endpoint, [*ctx.auth(endpoint), JSON_CT], [body])
 
@@ -231,6 +262,7 @@ def nested(depth: int, kind: str) -> bytes:
 @pytest.mark.parametrize(("depth", "kind"), [(10_000, "array"), (10_000, "object"),
                                              (8_000, "array"), (3_000, "object"),
                                              (100_000, "array")])
+@SHARED_APP
 async def test_deep_json_nesting(ctx: Ctx, endpoint: str, depth: int, kind: str) -> None:
     """10k deep (over 16 KiB: 413 on the protocol routes), and as deep as fits in 16 KiB,
     so the JSON parser's recursion limit itself is reached."""
@@ -349,6 +381,7 @@ def body_params() -> list[Any]:
             for endpoint in ROUTES for name in hostile_bodies(fake, endpoint)]
 
 
+@SHARED_APP
 @pytest.mark.parametrize(("endpoint", "name"), body_params())
 async def test_hostile_bodies(ctx: Ctx, endpoint: str, name: str) -> None:
     """NUL in strings and names, duplicate keys (the last wins, as in Go), numbers where
@@ -427,6 +460,7 @@ def header_params() -> list[Any]:
             for endpoint in ROUTES for name in hostile_headers(fake, endpoint)]
 
 
+@SHARED_APP
 @pytest.mark.parametrize(("endpoint", "name"), header_params())
 async def test_hostile_headers(ctx: Ctx, endpoint: str, name: str) -> None:
     """NUL bytes and non-ASCII bytes in header values (as raw ASGI bytes: httpx would
@@ -477,6 +511,7 @@ def username_paths(username: str) -> list[bytes]:
     ]
 
 
+@SHARED_APP
 @pytest.mark.parametrize("method", ["GET", "DELETE", "PATCH", "POST"])
 @pytest.mark.parametrize("token", [True, False], ids=["token", "no-token"])
 async def test_path_traversal_in_admin_username(ctx: Ctx, method: str, token: bool) -> None:
@@ -497,6 +532,7 @@ async def test_path_traversal_in_admin_username(ctx: Ctx, method: str, token: bo
     assert (await ctx.h.update(ctx.account, challenge_value(2))).status_code == 200
 
 
+@SHARED_APP
 async def test_no_client_chosen_method_grows_the_metrics(ctx: Ctx) -> None:
     """Any token is a valid HTTP method on the wire; the request counter is labelled by
     method, so each invented method is a new time series kept for the process's life
