@@ -36,7 +36,6 @@ or DigitalOcean; ``str(exc)`` never holds a secret.
     │   ├── RecordMissing         the record id is not there (deleted behind our back)
     │   ├── NotPermitted          the token may not do this (e.g. no ``domain:update``)
     │   └── BudgetExhausted       no request slot within the allowed wait; nothing was sent
-    │                             (``app.pacing.budget``, which owns the wait)
     └── OperatorError             for the person running the service: the message says
         │                         what to change
         ├── StartupError          the configuration cannot work (token refused, delegation
@@ -183,6 +182,14 @@ class RecordMissing(ProviderError):
 
 class NotPermitted(ProviderError):
     """The token may not do this (a missing scope, e.g. ``domain:update``)."""
+
+
+class BudgetExhausted(ProviderError):
+    """No request slot within the allowed wait (``app.pacing.budget``); nothing was sent."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("DigitalOcean request budget exhausted for now",
+                         retry_after=max(1.0, retry_after))
 
 
 # For the operator

@@ -4,7 +4,6 @@ hierarchy, class for class and code for code."""
 from __future__ import annotations
 
 import app.errors
-import app.pacing.budget  # defines BudgetExhausted, a ProviderError
 from app.errors import AcmeDelegateError, DomainError
 
 

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.errors import ProviderError
+from app.errors import BudgetExhausted
 from app.pacing.terms import Lane, current_spender
 
 # Windows a little longer than DigitalOcean's: a slot is taken a moment before the
@@ -58,14 +58,6 @@ HOLD_EARLY = 1.0
 # Reservations one credential may hold at once (apex + wildcard, and a retry or two):
 # refusals past it leave no reservation, so a credential cannot fill the queue with them.
 MAX_RESERVATIONS = 4
-
-
-class BudgetExhausted(ProviderError):
-    """No request slot within the allowed wait; nothing was sent."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("DigitalOcean request budget exhausted for now",
-                         retry_after=max(1.0, retry_after))
 
 
 @dataclass(frozen=True, slots=True)

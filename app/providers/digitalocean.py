@@ -29,6 +29,7 @@ import httpx
 
 from app.core.names import is_within, relative_name
 from app.errors import (
+    BudgetExhausted,
     NotPermitted,
     ProviderAuthError,
     ProviderFailed,
@@ -36,7 +37,7 @@ from app.errors import (
     RecordMissing,
 )
 from app.logs import event
-from app.pacing.budget import BudgetExhausted, RateBudget
+from app.pacing.budget import RateBudget
 
 log = logging.getLogger("acme_delegate.digitalocean")
 

@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.budget import DatabaseBoard
 from app.db.engine import create_engine
-from app.pacing.budget import BudgetExhausted, RateBudget
+from app.errors import BudgetExhausted
+from app.pacing.budget import RateBudget
 from app.pacing.terms import Lane, spending
 from app.providers.digitalocean import DigitalOceanClient
 

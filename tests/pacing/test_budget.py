@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from app.pacing.budget import HOUR, MINUTE, BudgetExhausted, LocalWindow, RateBudget
+from app.errors import BudgetExhausted
+from app.pacing.budget import HOUR, MINUTE, LocalWindow, RateBudget
 
 
 class FakeClock:
