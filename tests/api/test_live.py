@@ -133,6 +133,12 @@ async def test_a_write_to_the_name_forgets_what_was_confirmed_there(
                                       auth=(account["username"], account["password"]))
         assert cleaned.status_code == 200, cleaned.text
         assert not confirmed.known(name, second)
+        assert (await h.update(account, third)).headers["acme-delegate-dns"] == "live"
+        assert confirmed.known(name, third)
+        revoked = await h.client.delete(f"/admin/accounts/{account['username']}",
+                                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert revoked.status_code == 200 and revoked.json()["removed_values"] >= 1
+        assert not confirmed.known(name, third)
 
 
 async def test_present_waits_too(harness_factory: Callable[..., Any]) -> None:
