@@ -100,7 +100,9 @@ async def _backlog(scope: Scope) -> float:
     if services is None:
         return 1.0
     try:
-        return await services.budget.backlog()
+        # Called at the in-flight limit: that many requests are in progress, and in a
+        # burst of new values each will want a DigitalOcean slot before this one.
+        return await services.budget.backlog(in_flight=services.settings.max_in_flight)
     except Exception:  # the window lives in the database; a hint is not worth a 500
         return 1.0
 

@@ -458,9 +458,11 @@ class RateBudget:
         if self._pump is not None and not self._pump.done():
             await self._pump
 
-    async def backlog(self) -> float:
+    async def backlog(self, in_flight: int = 0) -> float:
         """Seconds until a client's write arriving now would get its slot, behind every
-        ticket already waiting or reserved (every replica's, on a shared board): the
+        ticket already waiting or reserved (every replica's, on a shared board), every
+        client already told a moment, and the ``in_flight`` requests this process is
+        working on that have not reached the queue yet (each may need a slot): the
         truthful hint for one turned away before it could even queue (the service is at
         its in-flight limit)."""
         now = self._clock()
@@ -471,7 +473,7 @@ class RateBudget:
         # once must hear a thousand successive moments, not the same one.
         depth = self._depth[1]
         ahead = (depth[Lane.REVOCATION] + depth[Lane.CLIENT] + len(self._new)
-                 + len(self._promised))
+                 + len(self._promised) + max(0, in_flight - self.waiting))
         wait = await self._wait_behind(ahead, Lane.CLIENT)
         bisect.insort(self._promised, now + wait)
         return wait
