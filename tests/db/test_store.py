@@ -4,7 +4,6 @@ in for must hold here, on SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +17,6 @@ from app.core.models import (
     NewAccount,
     ValueState,
 )
-from app.db.engine import create_engine
 from app.db.store import SqlStore
 from app.errors import NameInUse
 
@@ -36,14 +34,6 @@ def new(name: str = "_acme-challenge.www.example.com", **fields: object) -> NewA
         "max_values": 3}
     return NewAccount(**{**values, **fields})  # type: ignore[arg-type]
 
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    engine = create_engine(database_url)
-    try:
-        yield SqlStore(engine)
-    finally:
-        await engine.dispose()
 
 
 async def test_one_account_mapping_both_ways_for_the_store_and_the_unit(store: SqlStore

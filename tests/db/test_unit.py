@@ -4,7 +4,7 @@ SQLite each statement is one hand-off to the database's thread."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,14 +18,6 @@ from app.db.store import SqlStore
 NAME = "_acme-challenge.www.example.com"
 VALUE = "v" * 43
 
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    engine = create_engine(database_url)
-    try:
-        yield SqlStore(engine)
-    finally:
-        await engine.dispose()
 
 
 async def live_account(store: SqlStore) -> Any:
