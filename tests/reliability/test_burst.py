@@ -35,21 +35,34 @@ async def test_burst_of_a_thousand(
             return await h.update(account, challenge_value(n))
 
         responses = await asyncio.gather(*(one(n, a) for n, a in enumerate(accounts)))
-        # Every client told to retry left nothing behind: no row, no record. Except where
-        # the create's outcome is unknown (it timed out on a loaded machine, and the budget
-        # left no call to look): then the row stays PENDING for the reconciler to settle,
-        # and the service says so.
-        unknown = {r.getMessage() for r in caplog.records if "txt.create_unknown" in
-                   r.getMessage()}
+        # Every client told to retry left nothing behind: no row, no record. Two
+        # exceptions, both seen only on a loaded machine, and neither leaves an orphan:
+        # - the create's outcome is unknown (it timed out, and the budget left no call to
+        #   look): the row stays PENDING for the reconciler to settle, and the service
+        #   logs txt.create_unknown;
+        # - the value went live, then the request's bookkeeping (last-used, audit row)
+        #   (or any step after the row was written down) waited longer than the pool
+        #   timeout for SQLite's one connection: 503 overloaded. A live row has its
+        #   record, and the client's retry is a repeat (the success's audit row is lost:
+        #   an open finding, in the issue notes); a PENDING row is the reconciler's, as
+        #   after a crash at that step (tests/api/test_rotation.py, test_chaos.py).
+        messages = [r.getMessage() for r in caplog.records]
+        unknown = [m for m in messages if "txt.create_unknown" in m]
         for response, account in zip(responses, accounts, strict=True):
             if response.status_code == 503:
                 name = str(account["fulldomain"])
                 rows = await h.services.store.values_at(name)
-                if rows:
-                    assert [r.state for r in rows] == [ValueState.PENDING], rows
-                    assert any(f"name={name} " in m for m in unknown), (name, unknown)
-                else:
+                if not rows:
                     assert h.txt_at(name) == []
+                elif response.json()["error"] == "overloaded":
+                    (row,) = rows
+                    assert row.state in (ValueState.LIVE, ValueState.PENDING), row
+                    if row.state is ValueState.LIVE:
+                        assert h.txt_at(name) == [row.value]
+                else:
+                    assert [r.state for r in rows] == [ValueState.PENDING], (
+                        rows, response.json())
+                    assert any(f"name={name} " in m for m in unknown), (name, unknown)
 
     statuses = [r.status_code for r in responses]
     served = statuses.count(200)
