@@ -26,7 +26,7 @@ delete at once, in the most urgent lane.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,12 +122,22 @@ class ChallengeService:
                 return checked
             await who.unit.commit()
             unit = None
-            await self.put(account, checked)
+            finished = False
+
+            async def finish(settling: Unit) -> None:
+                nonlocal finished
+                await settling.touch_account(account.id, self._clock())
+                await self._audit(via, "ok", account=account, client=client, value=checked,
+                                  unit=settling)
+                finished = True
+
+            await self.put(account, checked, then=finish)
         except DomainError as exc:
             await self._audit(via, exc.code, account=account, client=client, value=checked,
                               unit=unit)
             raise
-        await self._finish(account, via, "ok", client=client, value=checked)
+        if not finished:  # no DigitalOcean write after all (a repeat found under the lock)
+            await self._finish(account, via, "ok", client=client, value=checked)
         return checked
 
     async def cleanup(self, who: Authorized, value: object) -> bool:
@@ -175,8 +185,11 @@ class ChallengeService:
         return (account.max_values if account is not None and account.max_values
                 else self._max_values)
 
-    async def put(self, account: Account, value: str) -> None:
-        """Make ``value`` live at the account's name; returns once DigitalOcean has it."""
+    async def put(self, account: Account, value: str, *,
+                  then: Callable[[Unit], Awaitable[None]] | None = None) -> None:
+        """Make ``value`` live at the account's name; returns once DigitalOcean has it.
+        ``then`` adds the request's bookkeeping to the transaction that records a new
+        value live (not called for a value that was live already)."""
         name = account.name
         async with self._store.name_lock(name):
             current = await self._store.values_at(name)
@@ -201,7 +214,7 @@ class ChallengeService:
                     if self.rotate_in_place and len(occupants) >= window:
                         target = occupants[0]
                         try:
-                            if await self._overwrite(account, target, value):
+                            if await self._overwrite(account, target, value, then):
                                 await self._evict(occupants[1:], window - 1)
                                 return
                             occupants = occupants[1:]  # gone behind our back (404): removed
@@ -211,7 +224,7 @@ class ChallengeService:
                         name=name, zone=account.zone, value=value, account_id=account.id,
                         at=self._clock())
                     record = await self._create(pending)
-                    await self._store.mark_live(pending.id, record.id, self._clock())
+                    await self._settle(pending.id, record.id, then=then)
                     event(log, "txt.created", name=name, value=fingerprint(value), record=record.id)
                     await self._evict(occupants, window - 1)
 
@@ -244,7 +257,19 @@ class ChallengeService:
         if excess > 0:
             await self.remove_values(occupants[:excess], reason="evicted")
 
-    async def _overwrite(self, account: Account, target: TxtValue, value: str) -> bool:
+    async def _settle(self, value_id: int, record_id: int, *, replaces: int | None = None,
+                      then: Callable[[Unit], Awaitable[None]] | None = None) -> None:
+        """DigitalOcean has the value: the row LIVE and the request's bookkeeping, one
+        transaction. If it fails, the row stays PENDING for the reconciler (as after a
+        crash at this point) and the client gets an error: no success goes unaudited."""
+        async with self._store.unit() as unit:
+            await unit.settle(value_id, record_id, self._clock(), replaces=replaces)
+            if then is not None:
+                await then(unit)
+            await unit.commit()
+
+    async def _overwrite(self, account: Account, target: TxtValue, value: str,
+                         then: Callable[[Unit], Awaitable[None]] | None = None) -> bool:
         """Put ``value`` into ``target``'s record in place. True when it is live; False when
         the record was gone (its row is removed, the caller creates instead); raises
         ProviderUnavailable when DigitalOcean did not (or may not have) take it."""
@@ -290,7 +315,7 @@ class ChallengeService:
             await self._store.delete_values([pending.id, target.id])
             event(log, "txt.update_missing", logging.WARNING, **fields)
             return False
-        await self._store.replace_value(target.id, pending.id, record_id, self._clock())
+        await self._settle(pending.id, record_id, replaces=target.id, then=then)
         event(log, "txt.rotated", **fields)
         return True
 

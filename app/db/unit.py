@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import aiosqlite
-from sqlalchemy import BigInteger, Table, bindparam, func, insert, select, update
+from sqlalchemy import BigInteger, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement, Select
@@ -40,6 +40,10 @@ BUMP_LIVE = (update(_values)
 # held until the commit): one round trip for "lock, check, bump".
 BUMP_LIVE_LOCKED = BUMP_LIVE.where(
     func.pg_try_advisory_xact_lock(bindparam("key", type_=BigInteger)))
+SETTLE = (update(_values).where(_values.c.id == bindparam("value_id"))
+          .values(state=bindparam("live"), record_id=bindparam("rid"),
+                  updated_at=bindparam("settled_at")))
+DROP_VALUE = delete(_values).where(_values.c.id == bindparam("old_id"))
 TOUCH = (update(_accounts).where(_accounts.c.id == bindparam("account_id"))
          .values(last_used_at=bindparam("used_at")))
 REHASH = (update(_accounts)
@@ -219,6 +223,13 @@ class SqlUnit:
             REHASH if self._postgres else REHASH_COUNTED,
             {"who": username, "expected": expected, "key_hash": key_hash})
         return bool(getattr(result, "rowcount", 0))
+
+    async def settle(self, value_id: int, record_id: int, at: datetime, *,
+                     replaces: int | None = None) -> None:
+        if replaces is not None:
+            await self._execute(DROP_VALUE, {"old_id": replaces})
+        await self._execute(SETTLE, {"value_id": value_id, "rid": record_id,
+                                     "live": ValueState.LIVE.value, "settled_at": at})
 
     async def audit(self, event: AuditEvent) -> None:
         if self._touch is not None:

@@ -377,6 +377,18 @@ class MemoryUnit:
         self._writes.append(lambda: self._store._set_key_hash(username, key_hash, expected))
         return True
 
+    async def settle(self, value_id: int, record_id: int, at: datetime, *,
+                     replaces: int | None = None) -> None:
+        self._check("settle")
+
+        def write() -> None:
+            if replaces is not None:
+                self._store.tables.values.pop(replaces, None)
+            self._store._change(value_id, state=ValueState.LIVE, record_id=record_id,
+                                updated_at=at)
+
+        self._writes.append(write)
+
     async def audit(self, event: AuditEvent) -> None:
         self._check("audit")
         self._writes.append(lambda: self._store._audit(event))

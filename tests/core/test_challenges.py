@@ -142,7 +142,7 @@ async def test_a_database_gone_after_the_create_is_repaired_by_the_reconciler() 
     core = Core.build(store)
     account = await core.account()
     await core.update(account, V1)
-    store.fail("mark_live")
+    store.fail("unit.settle")
     with pytest.raises(StoreDown):
         await core.update(account, V2)
     assert core.dns.txt_at(NAME) == sorted([V1, V2])  # DNS has it, the client heard no 200
@@ -200,3 +200,28 @@ async def test_a_removal_that_fails_in_dns_stays_deleting_for_the_reconciler() -
     assert [s for _, s in states(core)] == [ValueState.DELETING]
     report = await core.reconciler.run_once()
     assert report.retried == 1 and core.dns.records == {} and core.store.tables.values == {}
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["create", "in-place"])
+async def test_a_new_value_is_live_and_audited_together_or_not_at_all(full: bool) -> None:
+    """The row made LIVE, last-used and the request's audit row are one transaction after
+    DigitalOcean's answer: when it cannot be written, the client hears no success and the
+    trail shows none; the row stays PENDING and the reconciler settles it either way."""
+    store = FailingStore()
+    core = Core.build(store)
+    account = await core.account()
+    for value in (V1, V2) if full else (V1,):
+        await core.update(account, value)
+    used = core.store.tables.accounts[account.id].last_used_at
+    core.clock.advance(5)
+    store.fail("unit.commit", nth=2)  # the first is the request's own (auth, count)
+    with pytest.raises(StoreDown):
+        await core.update(account, V3)
+    assert core.store.outcomes("update") == ["ok"] * (2 if full else 1)  # no "ok" for V3
+    assert core.store.tables.accounts[account.id].last_used_at == used
+    assert (V3, ValueState.PENDING) in states(core)
+    assert V3 in core.dns.txt_at(NAME)  # DigitalOcean has it: the reconciler decides
+    core.clock.advance(60)
+    report = await core.reconciler.run_once()
+    assert report.failures == []
+    core.consistent(NAME)

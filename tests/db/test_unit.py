@@ -11,7 +11,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from app.core.models import AuditEvent, AuditQuery, Mode, NewAccount
+from app.core.models import AuditEvent, AuditQuery, Mode, NewAccount, ValueState
 from app.db.engine import create_engine
 from app.db.store import SqlStore
 
@@ -54,6 +54,36 @@ async def test_a_repeat_reads_back_exactly_as_written(store: SqlStore) -> None:
     assert await store.audit_events(AuditQuery(event="update", since=at)) == [row]
     assert await store.audit_events(AuditQuery(
         event="update", since=at + timedelta(microseconds=1))) == []
+
+
+async def test_a_settled_value_is_live_with_its_bookkeeping_or_not_at_all(
+        store: SqlStore) -> None:
+    """``settle``: the new row LIVE at the record it overwrote (the old row gone),
+    last-used and the audit row, in one commit; a unit that fails writes none of it."""
+    account = await live_account(store)
+    (old,) = await store.values_at(NAME)
+    at = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+    new = await store.add_value(name=NAME, zone="example.com", value="w" * 43,
+                                account_id=account.id, at=at, record_id=old.record_id)
+    with pytest.raises(RuntimeError):
+        async with store.unit() as unit:
+            await unit.settle(new.id, 4242, at, replaces=old.id)
+            await unit.touch_account(account.id, at)
+            await unit.audit(event(at))
+            raise RuntimeError("the database went away before the commit")
+    assert [(v.value, v.state) for v in await store.values_at(NAME)] == [
+        (VALUE, ValueState.LIVE), ("w" * 43, ValueState.PENDING)]
+    assert await store.audit_events(AuditQuery(event="update")) == []
+    async with store.unit() as unit:
+        await unit.settle(new.id, 4242, at, replaces=old.id)
+        await unit.touch_account(account.id, at)
+        await unit.audit(event(at))
+        await unit.commit()
+    (value,) = await store.values_at(NAME)
+    assert (value.value, value.state, value.record_id, value.updated_at) == (
+        "w" * 43, ValueState.LIVE, 4242, at)
+    assert (await store.get_account(account.username)).last_used_at == at  # type: ignore[union-attr]
+    assert len(await store.audit_events(AuditQuery(event="update"))) == 1
 
 
 async def test_a_value_not_live_is_no_repeat(store: SqlStore) -> None:
