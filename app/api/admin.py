@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -16,7 +16,7 @@ from app import __version__
 from app.api.deps import AdminDep, ClientDep, ServicesDep
 from app.core.accounts import MAX_NOTE_LENGTH, MAX_VALUES_LIMIT
 from app.core.models import Account, AccountChanges, AccountFilter, AuditQuery, Mode
-from app.core.names import normalize_domain, parse_allowfrom
+from app.core.names import in_utc, normalize_domain, parse_allowfrom
 from app.db.budget import window_usage
 from app.errors import InvalidInput, ProviderError
 from app.observability import REPAIR_KINDS, Metrics
@@ -27,18 +27,8 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 MAX_OFFSET = 1_000_000_000
 
 
-def _in_utc(value: datetime) -> datetime:
-    """The same instant in UTC, which is how it is stored and compared; an instant that
-    has no UTC spelling in years 1 to 9999 (``0001-01-01T00:00:00+14:00``,
-    ``9999-12-31T23:59:59-12:00``) is refused as bad input."""
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("the time lies outside years 1 to 9999 in UTC") from None
-
-
 # An aware datetime that exists in UTC: what every datetime the admin API takes must be.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(in_utc)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No or wrong admin token: `{\"error\": \"forbidden\"}`"},

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from app.core.names import in_utc
 from app.errors import DatabaseBusy, DomainError, OperatorError
 
 if TYPE_CHECKING:
@@ -125,11 +126,9 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 def _in_utc(when: datetime, option: str) -> datetime:
-    """``when`` in UTC, as it is stored and compared. An instant with no UTC spelling in
-    years 1 to 9999 (0001-01-01T00:00:00+14:00) is a usage error, as the admin API
-    refuses it, not a traceback."""
+    """``when`` in UTC; one the admin API would refuse is a usage error, not a
+    traceback."""
     try:
-        return when.astimezone(UTC)
-    except OverflowError:
-        raise click.BadParameter("the time lies outside years 1 to 9999 in UTC",
-                                 param_hint=option) from None
+        return in_utc(when)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None

@@ -11,6 +11,7 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
 import idna
 
@@ -217,3 +218,13 @@ def address_allowed(address: IPAddress | None, allowfrom: Sequence[IPNetwork]) -
     if not allowfrom:
         return True
     return address is not None and in_networks(address, allowfrom)
+
+
+def in_utc(when: datetime) -> datetime:
+    """The same instant in UTC, which is how times are stored and compared. An instant
+    with no UTC spelling in years 1 to 9999 (``0001-01-01T00:00:00+14:00``,
+    ``9999-12-31T23:59:59-12:00``) is bad input: ValueError."""
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time lies outside years 1 to 9999 in UTC") from None
