@@ -99,14 +99,6 @@ class SqlValues(Database):
                 update(TxtValueRow).where(TxtValueRow.id == value_id).values(record_id=record_id)
             )
 
-    async def mark_live(self, value_id: int, record_id: int, at: datetime) -> None:
-        async with self._tx() as session:
-            await session.execute(
-                update(TxtValueRow)
-                .where(TxtValueRow.id == value_id)
-                .values(state=ValueState.LIVE.value, record_id=record_id, updated_at=at)
-            )
-
     async def replace_value(self, old_id: int, new_id: int, record_id: int, at: datetime
                             ) -> None:
         """An in-place rotation landed: the new value is LIVE at the record, the old row

@@ -4,7 +4,7 @@ services alone: fast (no database, no process, no sleep) and able to fail on any
 - ``MemoryStore``: the store, with ``SqlStore``'s meaning (each method one transaction;
   a unit's writes land together at its commit, or not at all).
 - ``FailingStore``: a ``MemoryStore`` that raises ``StoreDown`` on a chosen call
-  (``fail("mark_live")``, ``fail("unit.commit")``), as a database gone at that moment.
+  (``fail("set_state")``, ``fail("unit.commit")``), as a database gone at that moment.
 - ``MemoryDns``: the DNS provider, with DigitalOcean's meaning (ids, relative names,
   404 as ``RecordMissing``), and faults: a refusal, or a change made whose answer is lost.
 """
@@ -248,10 +248,6 @@ class MemoryStore:
     def _change(self, value_id: int, **fields: Any) -> None:
         if value_id in self.tables.values:
             self.tables.values[value_id] = replace(self.tables.values[value_id], **fields)
-
-    async def mark_live(self, value_id: int, record_id: int, at: datetime) -> None:
-        self._call("mark_live")
-        self._change(value_id, state=ValueState.LIVE, record_id=record_id, updated_at=at)
 
     async def replace_value(self, old_id: int, new_id: int, record_id: int, at: datetime
                             ) -> None:

@@ -271,7 +271,9 @@ async def test_isolated_a_name_over_its_window_loses_its_oldest() -> None:
     pending = await core.store.add_value(name=NAME, zone="example.com", value=V3,
                                          account_id=account.id, at=core.clock.now)
     record = await core.dns.create_txt("example.com", NAME, V3, 30)
-    await core.store.mark_live(pending.id, record.id, core.clock.now)
+    async with core.store.unit() as unit:
+        await unit.settle(pending.id, record.id, core.clock.now)
+        await unit.commit()
     report = await core.reconciler.run_once()
     assert report.trimmed == 1 and core.store.live(NAME) == sorted([V2, V3])
     core.consistent(NAME)

@@ -68,7 +68,9 @@ async def test_a_rotation_in_place_replaces_the_row_in_one_step(store: SqlStore)
     account = await store.add_account(new())
     old = await store.add_value(name=account.name, zone="example.com", value="a",
                                 account_id=account.id, at=AT)
-    await store.mark_live(old.id, 7, AT)
+    async with store.unit() as unit:
+        await unit.settle(old.id, 7, AT)
+        await unit.commit()
     pending = await store.add_value(name=account.name, zone="example.com", value="b",
                                     account_id=account.id, at=AT, record_id=7)
     await store.replace_value(old.id, pending.id, 7, AT + timedelta(seconds=1))

@@ -27,7 +27,9 @@ async def live_account(store: SqlStore) -> Any:
         allowfrom=(), note=None, created_at=datetime(2026, 1, 1, tzinfo=UTC)))
     value = await store.add_value(name=NAME, zone="example.com", value=VALUE,
                                   account_id=account.id, at=datetime(2026, 1, 2, tzinfo=UTC))
-    await store.mark_live(value.id, 4242, datetime(2026, 1, 2, tzinfo=UTC))
+    async with store.unit() as unit:
+        await unit.settle(value.id, 4242, datetime(2026, 1, 2, tzinfo=UTC))
+        await unit.commit()
     return account
 
 
