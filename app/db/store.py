@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from app.core.models import AuditEvent
 from app.db.accounts import SqlAccounts, to_account
@@ -37,6 +37,13 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
             await unit.rollback()
             raise
         await unit.commit()
+
+    async def replace_value(self, old_id: int, new_id: int, record_id: int, at: datetime
+                            ) -> None:
+        """An in-place rotation landed (the reconciler found it so): the new value LIVE
+        at the record, the old row gone, in one transaction, as a request settles it."""
+        async with self.unit() as unit:
+            await unit.settle(new_id, record_id, at, replaces=old_id)
 
     async def audit_repeated(self, event: AuditEvent, window: timedelta) -> None:
         """``Unit.audit_repeated`` in a transaction of its own."""

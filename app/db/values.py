@@ -99,18 +99,6 @@ class SqlValues(Database):
                 update(TxtValueRow).where(TxtValueRow.id == value_id).values(record_id=record_id)
             )
 
-    async def replace_value(self, old_id: int, new_id: int, record_id: int, at: datetime
-                            ) -> None:
-        """An in-place rotation landed: the new value is LIVE at the record, the old row
-        goes, in one transaction."""
-        async with self._tx() as session:
-            await session.execute(delete(TxtValueRow).where(TxtValueRow.id == old_id))
-            await session.execute(
-                update(TxtValueRow)
-                .where(TxtValueRow.id == new_id)
-                .values(state=ValueState.LIVE.value, record_id=record_id, updated_at=at)
-            )
-
     async def bump_value(self, value_id: int, at: datetime) -> None:
         async with self._tx() as session:
             await session.execute(
