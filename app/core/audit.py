@@ -35,7 +35,7 @@ class Auditor:
         unit: Unit | None = None,
     ) -> None:
         """Record one event: in ``unit``, the request's own transaction, when given."""
-        await (unit or self._store).audit(self._event(
+        await (unit or self._store).audit(self.event(
             name, outcome, account=account, client=client, username=username, value=value,
             detail=detail))
 
@@ -54,20 +54,21 @@ class Auditor:
         throttle before they get here, so beyond an address's allowance a flood costs the
         database nothing at all."""
         await (unit or self._store).audit_repeated(
-            self._event(name, outcome, account=account, client=client, username=username),
+            self.event(name, outcome, account=account, client=client, username=username),
             REFUSAL_WINDOW)
 
-    def _event(
+    def event(
         self,
         name: str,
         outcome: str,
         *,
-        account: Account | None,
-        client: str | None,
-        username: object,
+        account: Account | None = None,
+        client: str | None = None,
+        username: object = None,
         value: str | None = None,
         detail: str | None = None,
     ) -> AuditEvent:
+        """The event, stamped now, for a caller that writes it itself (``Unit.record_repeat``)."""
         if account is not None:
             username = account.username
         return (

@@ -115,10 +115,7 @@ class ChallengeService:
         try:
             await self._count(account)
             checked = check_txt_value(value)
-            if await self._repeat(who.unit, account.name, checked):
-                await who.unit.touch_account(account.id, self._clock())
-                await self._audit(via, "ok", account=account, client=client, value=checked,
-                                  unit=who.unit)
+            if await self._repeat(who.unit, account, checked, via=via, client=client):
                 return checked
             await who.unit.commit()
             unit = None
@@ -156,12 +153,16 @@ class ChallengeService:
                            value=checked)
         return removed
 
-    async def _repeat(self, unit: Unit, name: str, value: str) -> bool:
-        """``value`` is live at ``name``: mark it newest (in ``unit``) and say so. Only when
-        nobody else is working on the name; if someone is, ``put`` waits for its turn."""
-        if not await unit.mark_repeat(name, value, self._clock()):
+    async def _repeat(self, unit: Unit, account: Account, value: str, *, via: str,
+                      client: str | None) -> bool:
+        """``value`` is live at the account's name: mark it newest, with last-used and the
+        audit row, in ``unit`` (one call of the port), and say so. Only when nobody else is
+        working on the name; if someone is, ``put`` waits for its turn."""
+        done = self._audit.event(via, "ok", account=account, client=client, value=value)
+        if not await unit.record_repeat(account.name, value, done.at, account_id=account.id,
+                                        event=done):
             return False
-        event(log, "txt.repeat", logging.DEBUG, name=name, value=fingerprint(value))
+        event(log, "txt.repeat", logging.DEBUG, name=account.name, value=fingerprint(value))
         return True
 
     async def _finish(self, account: Account, via: str, outcome: str, *, client: str | None,

@@ -198,7 +198,8 @@ class SqlUnit:
         row = (await self._execute(ACCOUNT_BY_USERNAME, {"username": username})).first()
         return self._to_account(row) if row is not None else None
 
-    async def mark_repeat(self, name: str, value: str, at: datetime) -> bool:
+    async def record_repeat(self, name: str, value: str, at: datetime, *, account_id: int,
+                            event: AuditEvent) -> bool:
         lock = await self._local.try_hold(name)
         if lock is None:
             return False  # another request of this process works on the name
@@ -209,7 +210,11 @@ class SqlUnit:
         else:
             result = await self._execute(BUMP_LIVE_COUNTED,
                                          {"target": name, "txt": value, "at": at})
-        return bool(getattr(result, "rowcount", 0))
+        if not getattr(result, "rowcount", 0):
+            return False
+        await self.touch_account(account_id, at)
+        await self.audit(event)
+        return True
 
     async def touch_account(self, account_id: int, at: datetime) -> None:
         touch = {"account_id": account_id, "used_at": at}

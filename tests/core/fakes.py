@@ -337,23 +337,29 @@ class MemoryUnit:
         self._check("account")
         return self._store._by_username(username)
 
-    async def mark_repeat(self, name: str, value: str, at: datetime) -> bool:
-        self._check("mark_repeat")
+    async def record_repeat(self, name: str, value: str, at: datetime, *, account_id: int,
+                            event: AuditEvent) -> bool:
+        self._check("record_repeat")
         lock = self._store._locks.setdefault(name, asyncio.Lock())
         if lock.locked():
             return False
         await lock.acquire()
         self._held.append(lock)
-        live = [v for v in self._store.tables.values.values()
-                if v.name == name and v.value == value and v.state is ValueState.LIVE]
-        ids = [v.id for v in live]
+        ids = [v.id for v in self._store.tables.values.values()
+               if v.name == name and v.value == value and v.state is ValueState.LIVE]
+        if not ids:
+            return False
+        accounts = self._store.tables.accounts
 
-        def bump() -> None:
+        def write() -> None:
             for value_id in ids:
                 self._store._change(value_id, updated_at=at)
+            if account_id in accounts:
+                accounts[account_id] = replace(accounts[account_id], last_used_at=at)
+            self._store._audit(event)
 
-        self._writes.append(bump)
-        return bool(live)
+        self._writes.append(write)
+        return True
 
     async def touch_account(self, account_id: int, at: datetime) -> None:
         self._check("touch_account")

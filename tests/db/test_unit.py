@@ -43,13 +43,11 @@ async def test_a_repeat_reads_back_exactly_as_written(store: SqlStore) -> None:
     at = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
     async with store.unit() as unit:
         assert (await unit.account(account.username)) == account
-        assert await unit.mark_repeat(NAME, VALUE, at)
-        await unit.touch_account(account.id, at + timedelta(microseconds=1))
-        await unit.audit(event(at))
+        assert await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                        event=event(at))
     (value,) = await store.values_at(NAME)
     assert value.updated_at == at
-    assert (await store.get_account(account.username)).last_used_at == (  # type: ignore[union-attr]
-        at + timedelta(microseconds=1))
+    assert (await store.get_account(account.username)).last_used_at == at  # type: ignore[union-attr]
     (row,) = await store.audit_events(AuditQuery(event="update"))
     assert (row.at, row.outcome, row.client, row.count) == (at, "ok", "192.0.2.1", 1)
     # Stored as the store stores times: a range query over them still finds the row.
@@ -88,12 +86,32 @@ async def test_a_settled_value_is_live_with_its_bookkeeping_or_not_at_all(
     assert len(await store.audit_events(AuditQuery(event="update"))) == 1
 
 
-async def test_a_value_not_live_is_no_repeat(store: SqlStore) -> None:
-    await live_account(store)
+async def test_a_value_not_live_is_no_repeat_and_writes_nothing(store: SqlStore) -> None:
+    account = await live_account(store)
+    (before,) = await store.values_at(NAME)
+    at = datetime.now(UTC)
     async with store.unit() as unit:
-        assert not await unit.mark_repeat(NAME, "w" * 43, datetime.now(UTC))
-        assert not await unit.mark_repeat("_acme-challenge.other.example.com", VALUE,
-                                          datetime.now(UTC))
+        assert not await unit.record_repeat(NAME, "w" * 43, at, account_id=account.id,
+                                            event=event(at))
+        assert not await unit.record_repeat("_acme-challenge.other.example.com", VALUE, at,
+                                            account_id=account.id, event=event(at))
+    assert await store.values_at(NAME) == [before]
+    assert (await store.get_account(account.username)).last_used_at is None  # type: ignore[union-attr]
+    assert await store.audit_events(AuditQuery(event="update")) == []
+
+
+async def test_a_name_someone_works_on_is_no_repeat_and_writes_nothing(
+        store: SqlStore) -> None:
+    """While another request holds the name (its lock), a repeat does not wait: False,
+    nothing written; ``put`` takes its turn under the lock instead."""
+    account = await live_account(store)
+    (before,) = await store.values_at(NAME)
+    at = datetime.now(UTC)
+    async with store.name_lock(NAME), store.unit() as unit:
+        assert not await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                            event=event(at))
+    assert await store.values_at(NAME) == [before]
+    assert await store.audit_events(AuditQuery(event="update")) == []
 
 
 async def test_a_failed_unit_leaves_nothing_and_the_connection_clean(store: SqlStore) -> None:
@@ -101,8 +119,9 @@ async def test_a_failed_unit_leaves_nothing_and_the_connection_clean(store: SqlS
     (before,) = await store.values_at(NAME)
     with pytest.raises(RuntimeError):
         async with store.unit() as unit:
-            assert await unit.mark_repeat(NAME, VALUE, datetime.now(UTC))
-            await unit.audit(event(datetime.now(UTC)))
+            assert await unit.record_repeat(NAME, VALUE, datetime.now(UTC),
+                                            account_id=account.id,
+                                            event=event(datetime.now(UTC)))
             raise RuntimeError("the request failed")
     assert await store.values_at(NAME) == [before]
     assert await store.audit_events(AuditQuery(event="update")) == []
@@ -134,9 +153,9 @@ async def test_a_sqlite_unit_hands_off_once_per_statement(
         monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
         async with store.unit() as unit:
             await unit.account(account.username)
-            assert await unit.mark_repeat(NAME, VALUE, datetime.now(UTC))
-            await unit.touch_account(account.id, datetime.now(UTC))
-            await unit.audit(event(datetime.now(UTC)))
+            assert await unit.record_repeat(NAME, VALUE, datetime.now(UTC),
+                                            account_id=account.id,
+                                            event=event(datetime.now(UTC)))
         assert len(handed) == 5, handed
     finally:
         await engine.dispose()
