@@ -56,16 +56,25 @@ class DnsProvider(Protocol):
 
 
 class Unit(Protocol):
-    """One database transaction for one request's work: what it wrote is committed
-    together, or not at all. A ``DomainError`` leaving it is an answer, not a failure:
-    its writes (the audit row of a refusal) are committed. Never held across a call to
-    DigitalOcean: ``commit`` ends it early, before such a call."""
+    """One request's work on the database. What is atomic, exactly:
+    - everything it writes from its first write to ``commit`` is one transaction,
+      committed together or not at all;
+    - except a ``record_repeat`` that comes before any other write: the store may make it
+      a transaction of its own, committed before it returns True (PostgreSQL does: one
+      statement), so a unit that fails after it keeps it. A repeat is a whole request:
+      nothing is meant to follow it but ``commit``;
+    - each ``record_repeat`` on its own is all or nothing;
+    - reads (``account``) see committed data and need not be in the transaction (they
+      may come before it begins).
+    A ``DomainError`` leaving it is an answer, not a failure: its writes (the audit row of
+    a refusal) are committed. Never held across a call to DigitalOcean: ``commit`` ends
+    it early, before such a call."""
 
     async def account(self, username: str) -> Account | None: ...
-    # A repeat in one call: if nobody else works on ``name`` (not waiting: the name stays
-    # locked until the unit ends) and ``value`` is LIVE there, mark it the newest at
-    # ``at``, set the account's last-used to ``at`` and write the audit row ``event``:
-    # True. Otherwise nothing is written: False.
+    # A repeat in one call: if nobody else works on ``name`` (not waiting; in this process
+    # the name stays this unit's until it ends) and ``value`` is LIVE there, mark it the
+    # newest at ``at``, set the account's last-used to ``at`` and write the audit row
+    # ``event``: True. Otherwise nothing is written: False.
     async def record_repeat(self, name: str, value: str, at: datetime, *, account_id: int,
                             event: AuditEvent) -> bool: ...
     async def touch_account(self, account_id: int, at: datetime) -> None: ...

@@ -1,7 +1,7 @@
 """The persistence the core uses (``app.core.ports``), over SQLAlchemy 2 async: one
 object made of one module per aggregate (``accounts``, ``values``, ``audit``) over the
-shared ``Database`` (engine, transactions, locks), plus ``unit``: one request's work in
-one transaction (``app.db.unit``)."""
+shared ``Database`` (engine, transactions, locks), plus ``unit``: one request's work
+(``app.db.unit``; what is atomic in it: ``app.core.ports.Unit``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ __all__ = ["SqlStore", "advisory_key"]  # app.db.budget keys its lock here
 class SqlStore(SqlAccounts, SqlValues, SqlAudit):
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
-        """One transaction for one request's work (see ``app.core.ports.Unit``)."""
+        """One request's unit of work (what is atomic in it: ``app.core.ports.Unit``)."""
         unit = SqlUnit(self._engine, local=self._local,
                        postgres=self._postgres, advisory_key=advisory_key,
                        to_account=to_account, on_audit=self._on_audit,

@@ -1,12 +1,20 @@
-"""One request's work in one transaction (``app.core.ports.Unit``), in SQLAlchemy Core:
-the ORM's identity map and flush would cost more than they give to these few
-statements, whose shapes are built once here and compiled once per engine.
+"""One request's work (``app.core.ports.Unit``), in SQLAlchemy Core: the ORM's identity
+map and flush would cost more than they give to these few statements, whose shapes are
+built once here and compiled once per engine.
 
 On SQLite the compiled statements go to aiosqlite directly, one hand-off to its thread
 each: through SQLAlchemy's aiosqlite adapter a statement costs three or four (cursor,
 execute, fetch, close), and while they wait their turn on a busy event loop the
 process's one SQLite connection stays checked out, which serializes every request
-behind them."""
+behind them.
+
+On PostgreSQL every round trip costs CPU on both sides (the database shares the
+machine), so a repeat is two: the account, read outside any transaction, then
+``RECORD_REPEAT``, the whole repeat in one statement, its own transaction. Both go to
+the checked-out connection's asyncpg connection directly, compiled once (SQLAlchemy's
+asyncpg adapter would send a BEGIN before the first and a COMMIT after the last). Any
+other write (a refusal's audit row, ``settle``, a key rehash) goes through SQLAlchemy,
+which begins a transaction at the first of them; ``commit`` ends it."""
 
 from __future__ import annotations
 
@@ -18,13 +26,25 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import aiosqlite
-from sqlalchemy import BigInteger, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.core.models import Account, AuditEvent, ValueState
+from app.db.engine import unavailable
 from app.db.tables import AccountRow, AuditRow, TxtValueRow
 
 _accounts = cast(Table, AccountRow.__table__)
@@ -75,6 +95,22 @@ SAME_REFUSAL = (
 REPEAT = (update(_audit).where(_audit.c.id == bindparam("row_id"))
           .values(count=_audit.c.count + 1, last_at=bindparam("repeat_at")))
 
+# PostgreSQL: a whole repeat in one statement, so in one transaction of its own: the bump
+# (only if the name's advisory lock is free: a session holding it, ``name_lock``'s, works
+# on the name), and only if it matched, last-used and the audit row (data-modifying WITHs
+# run once each, whether or not the statement reads them). True if it matched.
+# Named parameters that no column of txt_values or accounts is called, as above.
+_bumped = BUMP_LIVE_LOCKED.returning(_values.c.id).cte("bumped")
+_matched = exists(select(_bumped.c.id))
+RECORD_REPEAT = (
+    select(_matched.label("recorded"))
+    .add_cte(update(_accounts).where(_accounts.c.id == bindparam("account"), _matched)
+             .values(last_used_at=bindparam("at")).cte("touched"))
+    .add_cte(insert(_audit).from_select(
+        [*_AUDIT_FIELDS, "count"],
+        select(*(bindparam(f"audit_{f}", type_=_audit.c[f].type) for f in _AUDIT_FIELDS),
+               literal(1)).where(_matched)).cte("audited")))
+
 
 # SQLite: the rows an UPDATE changed, counted from its RETURNING (aiosqlite's one-call
 # fetch closes its cursor in its own thread; a cursor kept for its rowcount would cost
@@ -84,9 +120,10 @@ REHASH_COUNTED = REHASH.returning(_accounts.c.id)
 
 
 class _Compiled:
-    """A statement compiled once for SQLite: its SQL, its parameters in order with
-    SQLAlchemy's own conversions (a datetime is stored exactly as everywhere else), and
-    for a SELECT its columns' conversions and a row type with their names."""
+    """A statement compiled once for a driver called directly (aiosqlite, asyncpg): its
+    SQL, its parameters in order with SQLAlchemy's own conversions (a datetime is stored
+    exactly as everywhere else), and for a SELECT its columns' conversions and a row type
+    with their names."""
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
@@ -120,7 +157,7 @@ _compiled: weakref.WeakKeyDictionary[Dialect, dict[ClauseElement, _Compiled]] = 
     weakref.WeakKeyDictionary())
 
 
-def _for_sqlite(statement: ClauseElement, dialect: Dialect) -> _Compiled:
+def _for_driver(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     known = _compiled.setdefault(dialect, {})
     found = known.get(statement)
     if found is None:
@@ -151,10 +188,12 @@ def audit_row(event: AuditEvent) -> dict[str, Any]:
 
 
 class SqlUnit:
-    """A connection with one transaction; the names it locked are released when it ends.
-    On PostgreSQL the lock is also a transaction-level advisory lock: the same key as
-    ``SqlStore.name_lock``'s session-level one, so the two exclude each other, and the
-    commit releases it (crash included) with no statement of its own."""
+    """A connection, and the transaction of its writes (what is atomic:
+    ``app.core.ports.Unit``); the names it locked in this process are released when it
+    ends. On PostgreSQL a repeat's lock is also a transaction-level advisory lock: the
+    same key as ``SqlStore.name_lock``'s session-level one, so the two exclude each
+    other, and the end of the repeat's transaction (its one statement's, or the unit's
+    when it joins one) releases it, crash included, with no statement of its own."""
 
     def __init__(self, engine: AsyncEngine, *, local: Any, postgres: bool,
                  advisory_key: Callable[[str], int],
@@ -164,6 +203,7 @@ class SqlUnit:
         self._engine = engine
         self._conn: AsyncConnection | None = None  # taken at the first statement
         self._sqlite: aiosqlite.Connection | None = None  # its driver's, on SQLite
+        self._pg: Any = None  # its driver's (an asyncpg connection), on PostgreSQL
         self._local = local
         self._postgres = postgres
         self._key = advisory_key
@@ -175,27 +215,62 @@ class SqlUnit:
         self._touch: dict[str, Any] | None = None  # a last-used not sent yet (PostgreSQL)
         self._open = True
 
-    async def _execute(self, statement: Any, params: dict[str, Any]) -> Any:
+    async def _connect(self) -> AsyncConnection:
         if not self._open:
             raise RuntimeError("this unit of work has ended")
         if self._conn is None:
             self._conn = await self._engine.connect()
-            if not self._postgres:
-                raw = await self._conn.get_raw_connection()
+            raw = await self._conn.get_raw_connection()
+            if self._postgres:
+                self._pg = raw.driver_connection
+            else:
                 self._sqlite = cast(aiosqlite.Connection, raw.driver_connection)
+        return self._conn
+
+    async def _execute(self, statement: Any, params: dict[str, Any]) -> Any:
+        conn = await self._connect()
         if self._sqlite is not None:
-            compiled = _for_sqlite(statement, self._engine.dialect)
+            compiled = _for_driver(statement, self._engine.dialect)
             # One call: sqlite3 opens the transaction itself before the first write.
             rows = await self._sqlite.execute_fetchall(compiled.sql,
                                                        compiled.parameters(params))
             return _Rows(compiled.rows(cast(Sequence[Sequence[Any]], rows)))
         if self._touch is not None:
             touch, self._touch = self._touch, None
-            await self._conn.execute(TOUCH, touch)  # kept in order with what follows
-        return await self._conn.execute(statement, params)
+            await conn.execute(TOUCH, touch)  # kept in order with what follows
+        return await conn.execute(statement, params)
+
+    def _alone(self) -> bool:
+        """PostgreSQL, and nothing of this unit's transaction begun or waiting to be sent:
+        a statement now may be a transaction of its own."""
+        return (self._postgres and self._touch is None
+                and (self._conn is None or not self._conn.in_transaction()))
+
+    async def _alone_execute(self, statement: Any, params: dict[str, Any]) -> _Rows:
+        """One statement on the asyncpg connection, outside any transaction (so its own),
+        compiled once: one round trip. SQLAlchemy never sees it, so what it would do on a
+        failure is done here: a lost connection leaves the pool, and the pool's older
+        ones are replaced at their next checkout (the database restarted, likely); one
+        whose statement was interrupted (cancelled) leaves the pool, its state unknown."""
+        conn = await self._connect()
+        compiled = _for_driver(statement, self._engine.dialect)
+        try:
+            rows = await self._pg.fetch(compiled.sql, *compiled.parameters(params))
+        except BaseException as exc:
+            lost = unavailable(exc)
+            if lost or not isinstance(exc, Exception):
+                if lost:
+                    self._engine.sync_engine.pool._invalidate(  # as SQLAlchemy's own do
+                        await conn.get_raw_connection(), exc, _checkin=False)
+                await conn.invalidate(exc)
+            raise
+        return _Rows(compiled.rows(rows))
 
     async def account(self, username: str) -> Account | None:
-        row = (await self._execute(ACCOUNT_BY_USERNAME, {"username": username})).first()
+        params = {"username": username}
+        rows = (await self._alone_execute(ACCOUNT_BY_USERNAME, params) if self._alone()
+                else await self._execute(ACCOUNT_BY_USERNAME, params))
+        row = rows.first()
         return self._to_account(row) if row is not None else None
 
     async def record_repeat(self, name: str, value: str, at: datetime, *, account_id: int,
@@ -205,11 +280,22 @@ class SqlUnit:
             return False  # another request of this process works on the name
         self._held.append((name, lock))
         if self._postgres:
-            result = await self._execute(BUMP_LIVE_LOCKED, {
-                "target": name, "txt": value, "at": at, "key": self._key(name)})
-        else:
-            result = await self._execute(BUMP_LIVE_COUNTED,
-                                         {"target": name, "txt": value, "at": at})
+            params = {"target": name, "txt": value, "at": at, "key": self._key(name),
+                      "account": account_id,
+                      **{f"audit_{k}": v for k, v in audit_row(event).items()}}
+            if not self._alone():  # in the transaction of the unit's writes before it
+                if not (await self._execute(RECORD_REPEAT, params)).scalar():
+                    return False
+                self._audited.append(event)
+                return True
+            # Its own transaction, committed now: the audit row counts at once.
+            if not (await self._alone_execute(RECORD_REPEAT, params)).scalar():
+                return False
+            if self._on_audit is not None:
+                self._on_audit(event)
+            return True
+        result = await self._execute(BUMP_LIVE_COUNTED,
+                                     {"target": name, "txt": value, "at": at})
         if not getattr(result, "rowcount", 0):
             return False
         await self.touch_account(account_id, at)

@@ -4,16 +4,20 @@ SQLite each statement is one hand-off to the database's thread."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiosqlite
 import pytest
+from sqlalchemy import text
 
 from app.core.models import AuditEvent, AuditQuery, Mode, NewAccount, ValueState
-from app.db.engine import create_engine
+from app.db.engine import create_engine, unavailable
+from app.db.locks import advisory_key
 from app.db.store import SqlStore
+from tests.support.wire import RoundTripCounter
 
 NAME = "_acme-challenge.www.example.com"
 VALUE = "v" * 43
@@ -119,12 +123,16 @@ async def test_a_failed_unit_leaves_nothing_and_the_connection_clean(store: SqlS
     (before,) = await store.values_at(NAME)
     with pytest.raises(RuntimeError):
         async with store.unit() as unit:
+            await unit.touch_account(account.id, datetime.now(UTC))
+            await unit.audit(event(datetime.now(UTC), outcome="refused"))
+            # After other writes a repeat joins their transaction (PostgreSQL too).
             assert await unit.record_repeat(NAME, VALUE, datetime.now(UTC),
                                             account_id=account.id,
                                             event=event(datetime.now(UTC)))
             raise RuntimeError("the request failed")
     assert await store.values_at(NAME) == [before]
     assert await store.audit_events(AuditQuery(event="update")) == []
+    assert (await store.get_account(account.username)).last_used_at is None  # type: ignore[union-attr]
     # The next unit (on SQLite the same, only connection) starts from a clean slate: its
     # work commits, and nothing of the failed one rides along.
     async with store.unit() as unit:
@@ -159,3 +167,177 @@ async def test_a_sqlite_unit_hands_off_once_per_statement(
         assert len(handed) == 5, handed
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_repeat_is_two_round_trips(postgres_url: str) -> None:
+    """A repeat on PostgreSQL: the account, then the whole repeat in one statement, each
+    its own transaction (no BEGIN, no COMMIT): two round trips (it was five)."""
+    async with RoundTripCounter(postgres_url) as relay:
+        engine = create_engine(relay.url, ping_idle=3600)  # no idle ping in the count
+        try:
+            store = SqlStore(engine)
+            account = await live_account(store)
+
+            async def repeat() -> None:
+                async with store.unit() as unit:
+                    assert (await unit.account(account.username)) is not None
+                    at = datetime.now(UTC)
+                    assert await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                                    event=event(at))
+
+            await repeat()  # the statements prepared on the pool's one connection
+            before = relay.count
+            await repeat()
+            assert relay.count - before == 2
+        finally:
+            await engine.dispose()
+
+
+async def nothing_recorded(store: SqlStore, account: Any, before: Any) -> None:
+    assert await store.values_at(NAME) == [before]
+    assert (await store.get_account(account.username)).last_used_at is None  # type: ignore[union-attr]
+    assert await store.audit_events(AuditQuery(event="update")) == []
+
+
+@pytest.mark.postgres
+async def test_a_postgres_repeat_waits_for_no_session_that_holds_the_name(
+        postgres_url: str) -> None:
+    """Another session (``name_lock``'s, another replica's) holding the name's advisory
+    lock: the repeat's one statement writes nothing and says False, without waiting.
+    Once the lock is free, the same repeat goes through."""
+    engine, other = create_engine(postgres_url), create_engine(postgres_url, pool=False)
+    try:
+        store = SqlStore(engine)
+        account = await live_account(store)
+        (before,) = await store.values_at(NAME)
+        at = datetime.now(UTC)
+        async with other.connect() as holder:
+            await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": advisory_key(NAME)})
+            await holder.commit()
+            async with store.unit() as unit:
+                assert not await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                                    event=event(at))
+            await nothing_recorded(store, account, before)
+            await holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(NAME)})
+            await holder.commit()
+        async with store.unit() as unit:
+            assert await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                            event=event(at))
+        assert len(await store.audit_events(AuditQuery(event="update"))) == 1
+    finally:
+        await engine.dispose()
+        await other.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_repeat_that_fails_writes_nothing(postgres_url: str) -> None:
+    """The one statement fails in its last part (an audit row the table refuses): the
+    bump and last-used before it go too."""
+    engine = create_engine(postgres_url)
+    try:
+        store = SqlStore(engine)
+        account = await live_account(store)
+        (before,) = await store.values_at(NAME)
+        at = datetime.now(UTC)
+        too_long = AuditEvent(at=at, event="update", outcome="ok", username=None,
+                              client=None, name="x" * 300, value_fingerprint=None,
+                              detail=None)
+        with pytest.raises(Exception, match="too long"):
+            async with store.unit() as unit:
+                await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                         event=too_long)
+        await nothing_recorded(store, account, before)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_repeat_is_its_own_transaction(postgres_url: str) -> None:
+    """A repeat before any other write commits at once, whole: seen by another session
+    and the name's advisory lock free while the unit is still open; kept when the unit
+    then fails (nothing may follow a repeat: it is the whole request). No transaction
+    is left open on the connection for its next user."""
+    engine, other = create_engine(postgres_url, pool_size=1), create_engine(
+        postgres_url, pool=False)
+    try:
+        store = SqlStore(engine)
+        account = await live_account(store)
+        at = datetime.now(UTC)
+        with pytest.raises(RuntimeError):
+            async with store.unit() as unit:
+                assert await unit.account(account.username) is not None
+                assert await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                                event=event(at))
+                async with other.connect() as conn:
+                    assert (await conn.execute(text(
+                        "SELECT count(*) FROM audit_events"))).scalar() == 1
+                    assert (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                               {"k": advisory_key(NAME)})).scalar()
+                raise RuntimeError("the request failed after its repeat")
+        (value,) = await store.values_at(NAME)
+        assert value.updated_at == at
+        assert (await store.get_account(account.username)).last_used_at == at  # type: ignore[union-attr]
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            assert not raw.driver_connection.is_in_transaction()  # type: ignore[union-attr]
+    finally:
+        await engine.dispose()
+        await other.dispose()
+
+
+async def test_a_repeat_is_told_to_the_audit_listener_once_when_committed(
+        database_url: str) -> None:
+    """The metrics hear of a repeat's audit row once it is committed: once, whether the
+    repeat commits on its own (PostgreSQL) or with the unit; a repeat that wrote nothing
+    is not heard of."""
+    engine = create_engine(database_url)
+    heard: list[AuditEvent] = []
+    try:
+        store = SqlStore(engine, on_audit=heard.append)
+        account = await live_account(store)
+        at = datetime.now(UTC)
+        async with store.unit() as unit:
+            assert not await unit.record_repeat(NAME, "w" * 43, at, account_id=account.id,
+                                                event=event(at, outcome="missed"))
+        async with store.unit() as unit:
+            assert await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                            event=event(at))
+        assert heard == [event(at)]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_connection_lost_mid_unit_is_unavailable_and_left_behind(
+        postgres_url: str) -> None:
+    """The database drops the pool's connections (a restart) while a unit holds one: its
+    repeat fails as the database being unavailable (a 503), and the next unit works on
+    a new connection, not one of the dead ones (however recently used: no ping)."""
+    engine = create_engine(postgres_url, ping_idle=3600)
+    other = create_engine(postgres_url, pool=False)
+    try:
+        store = SqlStore(engine)
+        account = await live_account(store)
+        async with engine.connect() as one, engine.connect() as two:  # two in the pool
+            for conn in (one, two):
+                await conn.execute(text("SELECT 1"))
+                await conn.commit()
+        at = datetime.now(UTC)
+        with pytest.raises(Exception) as failed:
+            async with store.unit() as unit:
+                assert await unit.account(account.username) is not None
+                async with other.connect() as conn:
+                    await conn.execute(text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+                await asyncio.sleep(0.3)  # the backends gone, their sockets closed
+                await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                         event=event(at))
+        assert unavailable(failed.value)
+        async with store.unit() as unit:
+            assert await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                            event=event(at))
+    finally:
+        await engine.dispose()
+        await other.dispose()
