@@ -335,3 +335,34 @@ def test_zone_without_default_records_still_has_ns(zones: StandinState) -> None:
     zones.add_zone("bare.test", default_records=False)
     response = resolve(zones, dns.message.make_query("bare.test", "NS"))
     assert len(response.answer[0]) == 3
+
+
+def test_a_query_builds_only_the_names_it_touches(zones: StandinState,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """DigitalOcean's nameservers answer as fast in a zone of a thousand records as in
+    one of ten; the stand-in's must too, or a burst benchmark measures its DNS server:
+    building every record of the zone for every query cost about 0.2 s a query at a
+    thousand records. A query parses the records of the names it touches, once."""
+    import app.standin.dns as standin_dns
+
+    for n in range(500):
+        zones.add_record("example.com", "TXT", f"_acme-challenge.h{n}", f"value-{n}", ttl=30)
+    parsed: list[str] = []
+    original = standin_dns.record_rdata
+
+    def counting(record: object) -> object:
+        parsed.append(getattr(record, "name", ""))
+        return original(record)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(standin_dns, "record_rdata", counting)
+    query = dns.message.make_query("_acme-challenge.h7.example.com", "TXT")
+    for _ in range(3):
+        response = dns.message.from_wire(resolve(zones, query).to_wire())
+        assert txt_values(rrset(response, "_acme-challenge.h7.example.com", "TXT")) == {
+            b"value-7"}
+    assert parsed == ["_acme-challenge.h7"]
+    zones.add_record("example.com", "TXT", "_acme-challenge.h7", "another", ttl=30)
+    # A new version of the zone: the new record is served.
+    response = dns.message.from_wire(resolve(zones, query).to_wire())
+    assert txt_values(rrset(response, "_acme-challenge.h7.example.com", "TXT")) == {
+        b"value-7", b"another"}
