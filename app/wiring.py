@@ -35,6 +35,10 @@ log = logging.getLogger("acme_delegate")
 # Connections that may hold a name's advisory lock at once (twice this with overflow);
 # further updates wait their turn, holding nothing.
 LOCK_POOL = 16
+# On PostgreSQL the DigitalOcean budget's rounds and reads have connections of their own:
+# one round serves every waiting request of the process, so it must not queue behind
+# those requests' own database work for a connection of the pool.
+BUDGET_POOL = 2
 
 
 @dataclass
@@ -68,6 +72,11 @@ async def build_services(
     # Held advisory locks get their own pool (see SqlStore); SQLite needs none.
     lock_engine = (create_engine(settings.database_url, pool_size=LOCK_POOL)
                    if engine.dialect.name == "postgresql" else None)
+    # Not on SQLite: a second connection there writing the window made the request
+    # path's transactions meet SQLite's busy handler (a burst of 1,000 answered 700
+    # "overloaded"); its one connection, handed out in turn, stays the whole story.
+    budget_engine = (create_engine(settings.database_url, pool_size=BUDGET_POOL)
+                     if engine.dialect.name == "postgresql" else engine)
     propagation = PropagationChecker(
         settings.nameservers, timeout=settings.dns_timeout,
         on_reachability=metrics.nameserver_reachable if metrics else None,
@@ -85,10 +94,14 @@ async def build_services(
         # from one. Replicas (PostgreSQL) also queue in one fair queue there; one SQLite
         # process keeps its queue in memory.
         budget = (RateBudget(per_minute=settings.do_rate_per_minute,
-                             per_hour=settings.do_rate_per_hour, board=DatabaseBoard(engine))
+                             per_hour=settings.do_rate_per_hour,
+                             board=DatabaseBoard(budget_engine),
+                             patience=settings.do_max_wait)
                   if engine.dialect.name == "postgresql" else
                   RateBudget(per_minute=settings.do_rate_per_minute,
-                             per_hour=settings.do_rate_per_hour, window=DatabaseWindow(engine)))
+                             per_hour=settings.do_rate_per_hour,
+                             window=DatabaseWindow(budget_engine),
+                             patience=settings.do_max_wait))
         provider = DigitalOceanClient(
             http=client, token=token, base_url=settings.do_api_url, budget=budget,
             max_wait=settings.do_max_wait,
@@ -132,6 +145,8 @@ async def build_services(
         if own_http:
             await client.aclose()
         await engine.dispose()
+        if budget_engine is not engine:
+            await budget_engine.dispose()
         if lock_engine is not None:
             await lock_engine.dispose()
 

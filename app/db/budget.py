@@ -17,11 +17,11 @@ entitled to taken, for all of them at once.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.store import advisory_key
@@ -63,16 +63,30 @@ async def _pg_usage(conn: AsyncConnection) -> Usage:
     return Usage(int(row[0]), int(row[1]), float(row[2] or 0), float(row[3] or 0))
 
 
-async def _pg_take(conn: AsyncConnection, spenders: list[str]) -> None:
-    if spenders:
+async def _pg_answered(conn: AsyncConnection, slots: Sequence[int]) -> None:
+    """Stamp the slots of requests that are over with the moment now (see
+    ``app.pacing.budget.MINUTE``)."""
+    if slots:
         await conn.execute(text(
+            "UPDATE do_requests SET at = clock_timestamp() "
+            "WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": list(slots)})
+
+
+async def _pg_take(conn: AsyncConnection, spenders: list[str]) -> list[int]:
+    slots: list[int] = []
+    if spenders:
+        rows = await conn.execute(text(
             "INSERT INTO do_requests (at, spender) "
-            "SELECT clock_timestamp(), s FROM unnest(CAST(:spenders AS text[])) AS s"),
+            "SELECT clock_timestamp(), s FROM unnest(CAST(:spenders AS text[])) "
+            "WITH ORDINALITY AS u(s, n) ORDER BY n RETURNING id"),
             {"spenders": spenders})
+        # Ids come from one sequence in the INSERT's order: sorted, they match spenders.
+        slots = sorted(int(r[0]) for r in rows)
     if random.random() < 0.01:  # noqa: S311 - housekeeping now and then
         await conn.execute(text(
             "DELETE FROM do_requests WHERE at < clock_timestamp() - make_interval(secs => :h)"),
             {"h": HOUR})
+    return slots
 
 
 class DatabaseWindow:
@@ -80,27 +94,36 @@ class DatabaseWindow:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
 
-    async def take(self, decide: Callable[[Usage], list[str]]) -> Usage:
+    async def take(self, decide: Callable[[Usage], list[str]],
+                   answered: Sequence[int] = ()) -> tuple[Usage, list[int]]:
         async with self._engine.connect() as conn:
             if self._postgres:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
+                await _pg_answered(conn, answered)
                 usage = await _pg_usage(conn)
-                await _pg_take(conn, decide(usage))
+                slots = await _pg_take(conn, decide(usage))
             else:
                 # Take SQLite's write lock before counting: count-then-insert stays atomic
                 # between processes (a deferred transaction would count a stale snapshot).
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                now = datetime.now(UTC)
+                if answered:
+                    await conn.execute(update(DoRequestRow).where(
+                        DoRequestRow.id.in_(list(answered))).values(at=now))
                 usage = await self._sqlite_usage(conn)
                 spenders = decide(usage)
-                now = datetime.now(UTC)
+                slots = []
                 if spenders:
-                    await conn.execute(insert(DoRequestRow), [
-                        {"at": now, "spender": s} for s in spenders])
+                    rows = await conn.execute(
+                        insert(DoRequestRow).returning(DoRequestRow.id,
+                                                       sort_by_parameter_order=True),
+                        [{"at": now, "spender": s} for s in spenders])
+                    slots = [int(r[0]) for r in rows]
                 if random.random() < 0.01:  # noqa: S311 - housekeeping now and then
                     await conn.execute(delete(DoRequestRow).where(
                         DoRequestRow.at < now - timedelta(seconds=HOUR)))
             await conn.commit()
-            return usage
+            return usage, slots
 
     async def ages(self) -> list[float]:
         """Seconds since each request of the last hour, youngest first (database time on
@@ -149,6 +172,7 @@ class DatabaseBoard:
                 "DELETE FROM budget_tickets WHERE expires_at < clock_timestamp()"))
             await self._apply(conn, work)
             tickets = await self._enqueue(conn, work)
+            await _pg_answered(conn, work.answered)
             usage = await _pg_usage(conn)
             rows = (await conn.execute(text(
                 "SELECT id, lane, spender, owner, owner IS NOT NULL "
@@ -157,7 +181,7 @@ class DatabaseBoard:
             queue = [Place(int(r[0]), Lane(int(r[1])), str(r[2]), r[3] == work.owner,
                            bool(r[4])) for r in rows]
             granted, ahead = plan(queue, usage, work.limits, work.held)
-            await _pg_take(conn, [p.spender for p in granted])
+            slots = await _pg_take(conn, [p.spender for p in granted])
             if granted:
                 await conn.execute(text(
                     "DELETE FROM budget_tickets WHERE id = ANY(CAST(:ids AS bigint[]))"),
@@ -170,7 +194,8 @@ class DatabaseBoard:
             depth[place.lane] += 1
         for place in granted:
             depth[place.lane] -= 1
-        return Settled(tickets, [p.id for p in granted], ahead, usage,
+        return Settled(tickets, [p.id for p in granted],
+                       dict(zip([p.id for p in granted], slots, strict=True)), ahead, usage,
                        after.wait(work.limits(Lane.CLIENT)), depth)
 
     async def _apply(self, conn: AsyncConnection, work: Round) -> None:

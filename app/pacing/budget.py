@@ -21,9 +21,11 @@ A request that cannot have its turn within its bounded wait is refused at once w
 estimated wait (from the window's own timestamps and the queue ahead) as ``retry_after``,
 and its ticket stays in the queue as a *reservation*: when its credential comes back at
 that moment, it takes its old place and is served, so a client that honours Retry-After
-asks at most twice. A reservation nobody claims vanishes ``GRACE`` seconds after its
-moment; a replica's waiting tickets vanish ``TICKET_TTL`` seconds after it stops
-tending them (killed).
+asks at most twice. Retry-After is whole seconds: the hint is the whole second at or
+before the moment the slot frees (``whole_seconds``), so the client is back in its place
+and waiting when it frees, not up to a second after it while the slot sits held for it.
+A reservation nobody claims vanishes ``GRACE`` seconds after its moment; a replica's
+waiting tickets vanish ``TICKET_TTL`` seconds after it stops tending them (killed).
 """
 
 from __future__ import annotations
@@ -36,16 +38,22 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.errors import BudgetExhausted
 from app.pacing.terms import Lane, current_spender
 
-# Windows a little longer than DigitalOcean's: a slot is taken a moment before the
-# request arrives there, and arrival times bunch up more than taking times.
-MINUTE = 61.0
-HOUR = 3601.0
+# DigitalOcean's own windows. A slot is taken before its request is sent, and the request
+# may reach DigitalOcean seconds later (a loaded event loop, a slow connection): so once
+# the request is answered its slot is stamped again with that moment (``answered``),
+# which is after DigitalOcean counted it. The slot that replaces it is taken a full
+# minute after that, however late the first one went out: two requests of one slot never
+# fall in one of DigitalOcean's minutes. (A second of margin on the window, as before,
+# covered a second of delay; a burst on a loaded machine showed seven, and 253 requests
+# in DigitalOcean's minute.) The margin in count stays: 240 of 250 by default.
+MINUTE = 60.0
+HOUR = 3600.0
 # The share of the window housekeeping leaves alone: it spends only what is spare.
 SPARE = 0.2
 # A waiting ticket not tended for this long belongs to a dead process and is dropped.
@@ -86,9 +94,11 @@ class Usage:
 class SharedWindow(Protocol):
     """A sliding window kept where every process sees it."""
 
-    async def take(self, decide: Callable[[Usage], list[str]]) -> Usage:
-        """Atomically: read the window, ask ``decide`` which spenders get a slot now, and
-        take one slot for each. Returns the usage read (before the slots were taken)."""
+    async def take(self, decide: Callable[[Usage], list[str]],
+                   answered: Sequence[int] = ()) -> tuple[Usage, list[int]]:
+        """Atomically: stamp the ``answered`` slots with the moment now, read the window,
+        ask ``decide`` which spenders get a slot now, and take one slot for each. Returns
+        the usage read (before the slots were taken) and the slots taken, in order."""
         ...
 
     async def ages(self) -> list[float]:
@@ -102,17 +112,29 @@ class LocalWindow:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._taken: deque[float] = deque()
+        self._slots: deque[int] = deque()  # the id of each slot in _taken
+        self._ids = itertools.count(1)
 
-    async def take(self, decide: Callable[[Usage], list[str]]) -> Usage:
+    async def take(self, decide: Callable[[Usage], list[str]],
+                   answered: Sequence[int] = ()) -> tuple[Usage, list[int]]:
         now = self._clock()
+        for slot in answered:
+            if slot in self._slots:
+                at = self._slots.index(slot)
+                del self._taken[at], self._slots[at]
+                self._taken.append(now)
+                self._slots.append(slot)
         while self._taken and self._taken[0] <= now - HOUR:
             self._taken.popleft()
+            self._slots.popleft()
         in_minute = [t for t in self._taken if t > now - MINUTE]
         usage = Usage(len(in_minute), len(self._taken),
                       now - in_minute[0] if in_minute else 0.0,
                       now - self._taken[0] if self._taken else 0.0)
-        self._taken.extend(now for _ in decide(usage))
-        return usage
+        slots = [next(self._ids) for _ in decide(usage)]
+        self._taken.extend(now for _ in slots)
+        self._slots.extend(slots)
+        return usage, slots
 
     async def ages(self) -> list[float]:
         now = self._clock()
@@ -151,6 +173,19 @@ def time_until_slot(ages: Sequence[float], ahead: int, per_minute: int, per_hour
                     ) -> float:
     """Seconds until the slot of the request with ``ahead`` requests before it frees up."""
     return slot_times(ages, ahead + 1, per_minute, per_hour)[ahead]
+
+
+def whole_seconds(estimate: float, patience: float) -> int:
+    """The Retry-After for a turn ``estimate`` seconds away (HTTP takes whole seconds).
+
+    A client that comes back waits up to ``patience`` seconds (``DO_MAX_WAIT``) for its
+    slot. With a second or more of it, the hint is the whole second at or before the
+    moment: the client is back in its place (its reservation, held from ``HOLD_EARLY``
+    before) when the slot frees and is served in that round; rounded up it would come
+    back up to a second after, the slot held for it idle meanwhile, and a burst's windows
+    would drift by that second each. Without that patience, the whole second after."""
+    whole = math.floor(estimate) if patience >= 1 else math.ceil(estimate)
+    return max(1, whole)
 
 
 def lane_limits(lane: Lane, per_minute: int, per_hour: int) -> tuple[int, int]:
@@ -221,12 +256,14 @@ class Round:
     drop: list[int]
     held: bool  # DigitalOcean said the token's budget is spent: nobody goes
     limits: Callable[[Lane], tuple[int, int]]
+    answered: list[int] = field(default_factory=list)  # slots to stamp with the moment now
 
 
 @dataclass
 class Settled:
     tickets: dict[int, int]  # Want.ref -> ticket id
     granted: list[int]
+    slots: dict[int, int]  # granted ticket -> the slot it took (for ``answered``)
     ahead: dict[int, int]  # this process's ungranted tickets -> tickets ahead of each
     usage: Usage  # the window before this round's grants
     wait: float  # seconds until the window may have a client's slot again (0: it has one)
@@ -319,14 +356,21 @@ class LocalBoard:
             granted, ahead = plan(places, usage, work.limits, work.held)
             return [p.spender for p in granted]
 
-        if now < self._full_until or work.held or not any(p.mine for p in places):
+        slots: list[int] = []
+        if work.answered:
+            self._full_until = 0.0  # stamped later: the window frees later than it said
+        idle = work.held or not any(p.mine for p in places)
+        if (now < self._full_until or idle) and not work.answered:
             # Nothing can go (the window said when it frees, and only this process fills
             # it, but for a rare CLI call): plan without asking the database.
             usage = Usage(0, 0, 0.0, 0.0)
             decide(Usage(1 << 30, 0, 0.0, 0.0))
             wait = max(self._full_until - now, 0.0)
         else:
-            usage = await self._window.take(decide)
+            usage, slots = await self._window.take(
+                (lambda _: []) if idle else decide, work.answered)
+            if idle:
+                decide(Usage(1 << 30, 0, 0.0, 0.0))  # where each stands; nobody goes
             after = Usage(usage.minute + len(granted), usage.hour + len(granted),
                           usage.minute_oldest, usage.hour_oldest)
             wait = after.wait(work.limits(Lane.CLIENT))
@@ -334,7 +378,9 @@ class LocalBoard:
         for place in granted:
             del self._tickets[place.id]
             self._spend(place.spender, now)
-        return Settled(tickets, [p.id for p in granted], ahead, usage, wait, self._depth())
+        return Settled(tickets, [p.id for p in granted],
+                       dict(zip([p.id for p in granted], slots, strict=True)), ahead, usage,
+                       wait, self._depth())
 
     async def ages(self) -> list[float]:
         return await self._window.ages()
@@ -381,7 +427,8 @@ class _Waiter:
     lane: Lane
     spender: str
     deadline: float
-    done: asyncio.Future[None]
+    patience: float  # its max_wait
+    done: asyncio.Future[int | None]  # the slot it took
     ticket: int | None = None
     ahead: int = 0
 
@@ -401,9 +448,13 @@ class RateBudget:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         owner: str | None = None,
+        patience: float = 0.0,
     ) -> None:
         self.per_minute = per_minute
         self.per_hour = per_hour
+        # How long a client told to come back waits then (DO_MAX_WAIT): ``backlog`` rounds
+        # its hint with it (``whole_seconds``).
+        self.patience = patience
         self._board: Board = board or LocalBoard(window or LocalWindow(clock), clock)
         self._clock = clock
         self._sleep = sleep
@@ -414,12 +465,18 @@ class RateBudget:
         self._waiting: dict[int, _Waiter] = {}  # ticket id -> waiter
         self._reserve: list[Reserve] = []
         self._drop: list[int] = []
+        self._answered: list[int] = []  # slots whose request is over: to stamp again
+        # Slots granted to this process's requests that are not over yet, with when: each
+        # such request is in flight but needs no slot any more (its slot is in the window).
+        self._sending: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._closing = False
         self._pump: asyncio.Task[None] | None = None
         self._blocked_until = 0.0  # DigitalOcean said the token's budget is spent
         self._recent: deque[float] = deque()
         self._promised: list[float] = []  # moments told by backlog(), sorted
+        self._telling = 0  # backlog() calls under way, not yet in _promised
+        self._reading = asyncio.Lock()  # one read of the board's depth or ages at a time
         self._ages: tuple[float, list[float]] | None = None  # (read at, ages then)
         self._depth: tuple[float, dict[Lane, int]] | None = None
         self._window_wait = 0.0
@@ -430,18 +487,21 @@ class RateBudget:
     def limits(self, lane: Lane) -> tuple[int, int]:
         return lane_limits(lane, self.per_minute, self.per_hour)
 
-    async def acquire(self, max_wait: float) -> None:
+    async def acquire(self, max_wait: float) -> int | None:
         """Take one request slot for the current spender (``app.pacing.terms.spending``),
-        waiting at most ``max_wait`` seconds for its turn, or BudgetExhausted."""
+        waiting at most ``max_wait`` seconds for its turn, or BudgetExhausted. Returns the
+        slot, to pass to ``answered`` once DigitalOcean has answered the request (or it
+        failed)."""
         spender = current_spender()
         waiter = _Waiter(next(self._refs), spender.lane, spender.key,
-                         self._clock() + max_wait, asyncio.get_running_loop().create_future())
+                         self._clock() + max_wait, max_wait,
+                         asyncio.get_running_loop().create_future())
         self._new.append(waiter)
         self._wake.set()
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._run(), name="budget-pump")
         try:
-            await asyncio.shield(waiter.done)
+            return await asyncio.shield(waiter.done)
         except asyncio.CancelledError:
             if not waiter.done.done():
                 waiter.done.cancel()
@@ -449,6 +509,21 @@ class RateBudget:
             elif not waiter.done.cancelled() and waiter.done.exception() is None:
                 pass  # granted as it was cancelled: the slot is spent, as if sent
             raise
+
+    def answered(self, slot: int | None) -> None:
+        """The request sent in ``slot`` is over (answered, or failed): its slot is stamped
+        again with the moment now, in the pump's next round, so that the slot replacing it
+        is taken a full minute after DigitalOcean counted it, however long it took to go
+        out (see ``MINUTE``)."""
+        if slot is None:
+            return
+        self._sending.pop(slot, None)
+        if self._closing:
+            return
+        self._answered.append(slot)
+        self._wake.set()
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._run(), name="budget-pump")
 
     async def close(self) -> None:
         """Stop the pump (at shutdown, once requests have drained): the round under way
@@ -464,19 +539,42 @@ class RateBudget:
         client already told a moment, and the ``in_flight`` requests this process is
         working on that have not reached the queue yet (each may need a slot): the
         truthful hint for one turned away before it could even queue (the service is at
-        its in-flight limit)."""
+        its in-flight limit). Whole seconds, rounded as ``whole_seconds`` says for a
+        client that waits ``patience`` when it comes back."""
         now = self._clock()
-        if self._depth is None or now - self._depth[0] >= 1.0:
-            self._depth = (now, await self._board.depth())
         del self._promised[:bisect.bisect_right(self._promised, now)]
         # Everyone already told a moment counts ahead: a thousand clients turned away at
-        # once must hear a thousand successive moments, not the same one.
-        depth = self._depth[1]
-        ahead = (depth[Lane.REVOCATION] + depth[Lane.CLIENT] + len(self._new)
-                 + len(self._promised) + max(0, in_flight - self.waiting))
-        wait = await self._wait_behind(ahead, Lane.CLIENT)
+        # once must hear a thousand successive moments, not the same one. Counted before
+        # the first await: those being told concurrently count too (they all read the
+        # window and the queue at once, and none had been told yet).
+        told = len(self._promised) + self._telling
+        self._telling += 1
+        try:
+            depth = await self._cached_depth()
+            ahead = (depth[Lane.REVOCATION] + depth[Lane.CLIENT] + len(self._new)
+                     + told + max(0, in_flight - self.waiting - self._still_sending()))
+            wait = await self._wait_behind(ahead, Lane.CLIENT)
+        finally:
+            self._telling -= 1
         bisect.insort(self._promised, now + wait)
-        return wait
+        return float(whole_seconds(wait, self.patience)) if wait > 0 else 0.0
+
+    async def _cached_depth(self) -> dict[Lane, int]:
+        """The board's depth, read at most once a second (one read for a crowd of
+        concurrent callers)."""
+        async with self._reading:
+            if self._depth is None or self._clock() - self._depth[0] >= 1.0:
+                self._depth = (self._clock(), await self._board.depth())
+            return self._depth[1]
+
+    def _still_sending(self) -> int:
+        """Requests granted a slot and not over yet: in flight, but no longer wanting one
+        (a request gone without ``answered``, cancelled as it was granted, stops counting
+        after a minute)."""
+        now = self._clock()
+        for slot in [s for s, at in self._sending.items() if at <= now - MINUTE]:
+            del self._sending[slot]
+        return len(self._sending)
 
     @property
     def waiting(self) -> int:
@@ -519,11 +617,11 @@ class RateBudget:
 
     async def _run(self) -> None:
         try:
-            while self._new or self._waiting or self._reserve or self._drop:
+            while self._new or self._waiting or self._reserve or self._drop or self._answered:
                 if self._closing:
                     self._shut()
                 await self._round()
-                if self._new or self._reserve or self._drop:
+                if self._new or self._reserve or self._drop or self._answered:
                     continue
                 if not self._waiting:
                     break
@@ -538,6 +636,7 @@ class RateBudget:
             self._waiting.clear()
             self._reserve.clear()
             self._drop.clear()
+            self._answered.clear()
 
     def _shut(self) -> None:
         for waiter in [*self._new, *self._waiting.values()]:
@@ -570,10 +669,11 @@ class RateBudget:
         self._settling = new
         reserve, self._reserve = self._reserve, []
         drop, self._drop = self._drop, []
+        answered, self._answered = self._answered, []
         held = self._clock() < self._blocked_until
         settled = await self._board.settle(Round(
             self._owner, [Want(w.ref, w.lane, w.spender) for w in new], reserve, drop, held,
-            self.limits))
+            self.limits, answered))
         self._settling = []
         self.rounds += 1
         now = self._clock()
@@ -592,8 +692,13 @@ class RateBudget:
                 continue
             self.taken += 1
             self._recent.append(now)
-            granted.done.set_result(None)
-        if settled.granted and self._ages is not None:
+            slot = settled.slots.get(ticket)
+            if slot is not None:
+                self._sending[slot] = now
+            granted.done.set_result(slot)
+        if answered:
+            self._ages = None  # stamped again: read the window afresh for estimates
+        elif settled.granted and self._ages is not None:
             # The cached window learns this round's slots (age 0 now): an estimate made
             # before the next read must not see them still free.
             read_at, ages = self._ages
@@ -617,7 +722,7 @@ class RateBudget:
                 continue
             assert waiter.ticket is not None
             del self._waiting[waiter.ticket]
-            told = max(1, math.ceil(estimate))
+            told = whole_seconds(estimate, waiter.patience)
             if waiter.spender and waiter.lane is not Lane.HOUSEKEEPING:
                 self._reserve.append(Reserve(waiter.ticket, waiter.spender, told))
             else:
@@ -641,10 +746,12 @@ class RateBudget:
 
     async def _recent_ages(self) -> list[float]:
         """The window's ages, read at most once a second: a burst of arrivals must not
-        queue one database read each (a hint rounded up to whole seconds loses nothing)."""
-        now = self._clock()
-        if self._ages is None or now - self._ages[0] >= 1.0:
-            self._ages = (now, await self._board.ages())
-            return self._ages[1]
-        read_at, ages = self._ages
-        return [a + (now - read_at) for a in ages]
+        queue one database read each (a hint rounded to whole seconds loses nothing), nor
+        a crowd of concurrent callers start one read each before the first has answered."""
+        async with self._reading:
+            now = self._clock()
+            if self._ages is None or now - self._ages[0] >= 1.0:
+                self._ages = (now, await self._board.ages())
+                return list(self._ages[1])
+            read_at, ages = self._ages
+            return [a + (now - read_at) for a in ages]

@@ -251,18 +251,24 @@ class DigitalOceanClient:
         url = self._base + path
         for attempt in range(1, self._max_attempts + 1):
             last = attempt == self._max_attempts
+            slot = None
             if self._budget is not None:
                 # Raises BudgetExhausted (nothing sent, not ambiguous) past the bounded wait.
                 try:
-                    await self._budget.acquire(self._max_wait)
+                    slot = await self._budget.acquire(self._max_wait)
                 except BudgetExhausted:
                     self._observe(operation, "budget_exhausted", 0.0, None)
                     raise
             started = time.monotonic()
             self.calls += 1
             try:
-                response = await self._http.request(method, url, params=params, json=json,
-                                                    headers=headers)
+                try:
+                    response = await self._http.request(method, url, params=params, json=json,
+                                                        headers=headers)
+                finally:
+                    if self._budget is not None:
+                        # DigitalOcean counted it by now: its slot counts from here.
+                        self._budget.answered(slot)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 self._observe(operation, type(exc).__name__, time.monotonic() - started, None)
                 # Never reached DigitalOcean: safe to retry whatever the method.

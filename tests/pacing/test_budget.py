@@ -26,7 +26,7 @@ class FakeClock:
 async def take_one(window: LocalWindow, per_minute: int, per_hour: int) -> float:
     """Take a slot if the window has one: 0, else the seconds until one frees."""
     limits = (per_minute, per_hour)
-    usage = await window.take(lambda u: ["k"] if u.free(limits) else [])
+    usage, _ = await window.take(lambda u: ["k"] if u.free(limits) else [])
     return 0.0 if usage.free(limits) else usage.wait(limits)
 
 
@@ -244,3 +244,93 @@ async def test_a_burst_refusal_counts_the_slots_just_granted_once() -> None:
 
     told = await asyncio.gather(*(one(k) for k in "abc"))
     assert sorted(told) == [0.0, 0.0, math.ceil(MINUTE)]
+
+
+async def test_a_refusal_names_the_whole_second_before_its_slot_frees() -> None:
+    """Retry-After is whole seconds: a client that will wait for its slot when it comes
+    back (max_wait >= 1) is told the second at or before the moment, so it is in its
+    place when the slot frees instead of up to a second after it, the slot held for it
+    idle meanwhile; without that patience it is told the second after."""
+    clock = FakeClock()
+    budget = RateBudget(per_minute=1, per_hour=1000, clock=clock, sleep=clock.sleep)
+    await budget.acquire(max_wait=0)
+    clock.now += 10.6  # the slot frees 50.4 s from now
+    with spending(Lane.CLIENT, "patient"), pytest.raises(BudgetExhausted) as caught:
+        await budget.acquire(max_wait=10)
+    assert caught.value.retry_after == math.floor(MINUTE - 10.6)
+    clock.now += caught.value.retry_after
+    back = clock.now
+    with spending(Lane.CLIENT, "patient"):
+        await budget.acquire(max_wait=10)  # its reservation: served when the slot frees
+    assert clock.now - back == pytest.approx(MINUTE - 10.6 - math.floor(MINUTE - 10.6))
+    clock.now += 10.6
+    with spending(Lane.CLIENT, "hasty"), pytest.raises(BudgetExhausted) as hasty:
+        await budget.acquire(max_wait=0.5)
+    assert hasty.value.retry_after == math.ceil(MINUTE - 10.6)
+
+
+class YieldingWindow(LocalWindow):
+    """A window whose reads take a turn of the event loop, as a database's do; counts
+    them."""
+
+    reads = 0
+
+    async def ages(self) -> list[float]:
+        self.reads += 1
+        await asyncio.sleep(0)
+        return await super().ages()
+
+
+async def test_concurrent_overload_hints_count_each_other() -> None:
+    """Clients turned away at the in-flight limit at the same moment are told successive
+    moments, though each hint reads the window (an await) before any of them was told;
+    and the crowd reads the window once, not once each."""
+    clock = FakeClock()
+    window = YieldingWindow(clock)
+    budget = RateBudget(per_minute=2, per_hour=1000, window=window, clock=clock,
+                        sleep=clock.sleep)
+    await budget.acquire(max_wait=0)
+    await budget.acquire(max_wait=0)
+    hints = await asyncio.gather(*(budget.backlog() for _ in range(6)))
+    assert sorted(hints) == [MINUTE, MINUTE, 2 * MINUTE, 2 * MINUTE, 3 * MINUTE, 3 * MINUTE]
+    assert window.reads == 1
+
+
+async def test_an_overload_hint_is_rounded_for_the_service_s_patience() -> None:
+    clock = FakeClock()
+    for patience, rounded in ((10.0, math.floor), (0.0, math.ceil)):
+        budget = RateBudget(per_minute=1, per_hour=1000, clock=clock, sleep=clock.sleep,
+                            patience=patience)
+        await budget.acquire(max_wait=0)
+        clock.now += 0.4
+        assert await budget.backlog() == rounded(MINUTE - 0.4)
+        clock.now += MINUTE
+
+
+async def test_a_slot_counts_from_when_its_request_was_answered() -> None:
+    """A request can reach DigitalOcean seconds after its slot was taken (a loaded event
+    loop): the slot is stamped again once it is answered, and the next frees a full
+    minute after that, not after the taking, so DigitalOcean never counts two requests of
+    one slot in its minute."""
+    clock = FakeClock()
+    budget = RateBudget(per_minute=1, per_hour=1000, clock=clock, sleep=clock.sleep)
+    slot = await budget.acquire(max_wait=0)
+    assert slot is not None
+    clock.now += 7  # sent late, answered 7 s after the slot was taken
+    budget.answered(slot)
+    with pytest.raises(BudgetExhausted) as caught:
+        await budget.acquire(max_wait=0)
+    assert caught.value.retry_after == MINUTE
+    assert MINUTE == 60  # DigitalOcean's own minute: the stamp is the margin in time
+
+
+async def test_an_overload_hint_does_not_count_requests_already_served_a_slot() -> None:
+    """At the in-flight limit, requests that were granted a slot and are still talking to
+    DigitalOcean are in flight, but their slots are in the window already: counted once,
+    not again as wanting one ahead (that told a burst's last clients a minute too late)."""
+    clock = FakeClock()
+    budget = RateBudget(per_minute=2, per_hour=1000, clock=clock, sleep=clock.sleep)
+    slots = [await budget.acquire(max_wait=0) for _ in range(2)]  # both still sending
+    assert await budget.backlog(in_flight=2) == MINUTE
+    budget.answered(slots[0])  # over: the one still sending is all that is in flight
+    assert await budget.backlog(in_flight=3) == 2 * MINUTE  # one told, two wanting ahead

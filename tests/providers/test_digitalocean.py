@@ -247,3 +247,26 @@ async def test_the_writer_refuses_names_no_account_can_have() -> None:
     await client.create_txt("example.com", "_acme-challenge.www.example.com", VALUE, 30)
     await client.create_txt("example.com", "4f1c2e.acme.example.com", VALUE, 30)
     assert route.call_count == 2
+
+
+@respx.mock
+async def test_each_request_s_slot_is_stamped_once_it_is_over() -> None:
+    """The slot a request took counts from when DigitalOcean answered it (the budget's
+    ``answered``), answered or failed, each retry's slot its own."""
+    from app.pacing.budget import RateBudget
+
+    class Recording(RateBudget):
+        over: list[int | None]
+
+        def answered(self, slot: int | None) -> None:
+            self.over.append(slot)
+            super().answered(slot)
+
+    budget = Recording(per_minute=100, per_hour=1000)
+    budget.over = []
+    client = DigitalOceanClient(http=httpx.AsyncClient(), token=TOKEN, base_url=BASE,
+                                sleep=Sleeps(), budget=budget)
+    respx.delete(f"{BASE}/v2/domains/example.com/records/5").mock(side_effect=[
+        httpx.ConnectError("refused"), httpx.Response(204)])
+    await client.delete_record("example.com", 5)
+    assert budget.over == [1, 2]
