@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -204,6 +205,7 @@ class SqlUnit:
         self._conn: AsyncConnection | None = None  # taken at the first statement
         self._sqlite: aiosqlite.Connection | None = None  # its driver's, on SQLite
         self._pg: Any = None  # its driver's (an asyncpg connection), on PostgreSQL
+        self._pooled: PoolProxiedConnection | None = None  # the pool's handle on it
         self._local = local
         self._postgres = postgres
         self._key = advisory_key
@@ -222,7 +224,7 @@ class SqlUnit:
             self._conn = await self._engine.connect()
             raw = await self._conn.get_raw_connection()
             if self._postgres:
-                self._pg = raw.driver_connection
+                self._pooled, self._pg = raw, raw.driver_connection
             else:
                 self._sqlite = cast(aiosqlite.Connection, raw.driver_connection)
         return self._conn
@@ -249,19 +251,20 @@ class SqlUnit:
     async def _alone_execute(self, statement: Any, params: dict[str, Any]) -> _Rows:
         """One statement on the asyncpg connection, outside any transaction (so its own),
         compiled once: one round trip. SQLAlchemy never sees it, so what it would do on a
-        failure is done here: a lost connection leaves the pool, and the pool's older
-        ones are replaced at their next checkout (the database restarted, likely); one
-        whose statement was interrupted (cancelled) leaves the pool, its state unknown."""
+        lost connection is done here: it leaves the pool, and the pool's older ones are
+        replaced at their next checkout (the database restarted, likely). A statement
+        cancelled (its request was) needs nothing: asyncpg asks the database to cancel
+        it and lets the connection's next statement wait for that, and outside a
+        transaction it leaves no state behind."""
         conn = await self._connect()
         compiled = _for_driver(statement, self._engine.dialect)
         try:
             rows = await self._pg.fetch(compiled.sql, *compiled.parameters(params))
-        except BaseException as exc:
-            lost = unavailable(exc)
-            if lost or not isinstance(exc, Exception):
-                if lost:
+        except Exception as exc:
+            if unavailable(exc):
+                if self._pooled is not None:
                     self._engine.sync_engine.pool._invalidate(  # as SQLAlchemy's own do
-                        await conn.get_raw_connection(), exc, _checkin=False)
+                        self._pooled, exc, _checkin=False)
                 await conn.invalidate(exc)
             raise
         return _Rows(compiled.rows(rows))

@@ -341,3 +341,47 @@ async def test_a_postgres_connection_lost_mid_unit_is_unavailable_and_left_behin
     finally:
         await engine.dispose()
         await other.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_repeat_cancelled_mid_statement_writes_nothing_and_harms_no_one(
+        postgres_url: str) -> None:
+    """A request cancelled while its repeat's statement waits (here on a row another
+    session has locked): the database cancels the statement, so nothing is written, and
+    the connection serves the next unit at once (a pool of one)."""
+    engine = create_engine(postgres_url, pool_size=1, ping_idle=3600)
+    other = create_engine(postgres_url, pool=False)
+    try:
+        store = SqlStore(engine)
+        account = await live_account(store)
+        (before,) = await store.values_at(NAME)
+        at = datetime.now(UTC)
+
+        async def repeat() -> bool:
+            async with store.unit() as unit:
+                return await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                                event=event(at))
+
+        async with other.connect() as blocker:
+            await blocker.execute(text("SELECT id FROM txt_values FOR UPDATE"))
+            waiting = asyncio.ensure_future(repeat())
+            await asyncio.sleep(0.5)
+            assert not waiting.done()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            async with other.connect() as watcher:  # until the statement no longer waits
+                for _ in range(50):
+                    waits = (await watcher.execute(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                        " current_database() AND wait_event_type = 'Lock'"))).scalar()
+                    if not waits:
+                        break
+                    await asyncio.sleep(0.1)
+                assert not waits
+            await blocker.rollback()
+        await nothing_recorded(store, account, before)
+        assert await asyncio.wait_for(repeat(), 5)
+    finally:
+        await engine.dispose()
+        await other.dispose()
