@@ -142,9 +142,9 @@ def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: in
 def _ping_when_idle(engine: AsyncEngine, idle: float) -> None:
     """Ping a pooled connection before handing it out only when it sat idle for ``idle``
     seconds. SQLAlchemy's ``pool_pre_ping`` pings at every checkout, and on asyncpg a ping
-    outside a transaction is three round trips (BEGIN, the ping, ROLLBACK): more than
-    half of a repeat's round trips. A connection back from work less than ``idle`` ago
-    was alive then; one the database dropped meanwhile fails its request like any
+    outside a transaction is three round trips (BEGIN, the ping, ROLLBACK): more than a
+    whole repeat's two (``app.db.unit``). A connection back from work less than ``idle``
+    ago was alive then; one the database dropped meanwhile fails its request like any
     statement that loses its connection (a 503, and the pool drops the connections
     made before). A dead idle one is replaced, unseen (``DisconnectionError``: the pool
     connects afresh)."""
