@@ -63,6 +63,9 @@ GRACE = 10.0
 # A reservation starts holding a slot this long before its moment: the client comes back
 # at the whole second it was told, which is up to a second after the estimate.
 HOLD_EARLY = 1.0
+# A request served a slot stays in flight a while after DigitalOcean answered it (its
+# outcome written down): this long, an overload hint counts it as wanting no slot.
+SETTLING = 10.0
 # Reservations one credential may hold at once (apex + wildcard, and a retry or two):
 # refusals past it leave no reservation, so a credential cannot fill the queue with them.
 MAX_RESERVATIONS = 4
@@ -466,8 +469,9 @@ class RateBudget:
         self._reserve: list[Reserve] = []
         self._drop: list[int] = []
         self._answered: list[int] = []  # slots whose request is over: to stamp again
-        # Slots granted to this process's requests that are not over yet, with when: each
-        # such request is in flight but needs no slot any more (its slot is in the window).
+        # Slots granted to this process's requests, with when each stops counting: such a
+        # request is in flight but needs no slot any more (its slot is in the window)
+        # while it talks to DigitalOcean, and for a while after (``SETTLING``).
         self._sending: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._closing = False
@@ -517,7 +521,8 @@ class RateBudget:
         out (see ``MINUTE``)."""
         if slot is None:
             return
-        self._sending.pop(slot, None)
+        if slot in self._sending:
+            self._sending[slot] = self._clock() + SETTLING
         if self._closing:
             return
         self._answered.append(slot)
@@ -568,11 +573,11 @@ class RateBudget:
             return self._depth[1]
 
     def _still_sending(self) -> int:
-        """Requests granted a slot and not over yet: in flight, but no longer wanting one
-        (a request gone without ``answered``, cancelled as it was granted, stops counting
-        after a minute)."""
+        """Requests served a slot that are likely still in flight, wanting no other: while
+        they talk to DigitalOcean, and ``SETTLING`` seconds after (writing the outcome
+        down; a request gone without ``answered`` stops counting after a minute)."""
         now = self._clock()
-        for slot in [s for s, at in self._sending.items() if at <= now - MINUTE]:
+        for slot in [s for s, until in self._sending.items() if until <= now]:
             del self._sending[slot]
         return len(self._sending)
 
@@ -694,7 +699,7 @@ class RateBudget:
             self._recent.append(now)
             slot = settled.slots.get(ticket)
             if slot is not None:
-                self._sending[slot] = now
+                self._sending[slot] = now + MINUTE
             granted.done.set_result(slot)
         if answered:
             self._ages = None  # stamped again: read the window afresh for estimates

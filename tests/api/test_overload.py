@@ -10,7 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.guards import InFlightLimit
 from app.main import _backlog
-from app.pacing.budget import MINUTE, RateBudget
+from app.pacing.budget import MINUTE, LocalWindow, RateBudget
 
 
 def held_app() -> tuple[InFlightLimit, asyncio.Event, asyncio.Event]:
@@ -44,10 +44,9 @@ async def test_a_full_house_answers_the_estimated_wait() -> None:
 
 
 async def test_the_service_estimates_from_the_budget_backlog() -> None:
-    budget = RateBudget(per_minute=1, per_hour=10)
-    # The minute's one slot is taken, and its request is over (answered): a request still
-    # talking to DigitalOcean would count as one of those in flight.
-    budget.answered(await budget.acquire(max_wait=0))
+    window = LocalWindow()
+    await window.take(lambda _: ["cli"])  # the minute's one slot, taken by another process
+    budget = RateBudget(per_minute=1, per_hour=10, window=window)
     services = SimpleNamespace(budget=budget, settings=SimpleNamespace(max_in_flight=2))
     app = SimpleNamespace(state=SimpleNamespace(services=services))
     # The two requests in flight may each want a slot first: this one's is the third

@@ -83,7 +83,12 @@ async def test_digitalocean_saying_nothing_is_left_holds_requests() -> None:
 
 # The fair queue: lanes, shares by credential, spare budget for housekeeping, true hints
 
-from app.pacing.budget import MAX_RESERVATIONS, SPARE, time_until_slot  # noqa: E402
+from app.pacing.budget import (  # noqa: E402
+    MAX_RESERVATIONS,
+    SETTLING,
+    SPARE,
+    time_until_slot,
+)
 from app.pacing.terms import Lane, spending  # noqa: E402
 
 
@@ -332,5 +337,8 @@ async def test_an_overload_hint_does_not_count_requests_already_served_a_slot() 
     budget = RateBudget(per_minute=2, per_hour=1000, clock=clock, sleep=clock.sleep)
     slots = [await budget.acquire(max_wait=0) for _ in range(2)]  # both still sending
     assert await budget.backlog(in_flight=2) == MINUTE
-    budget.answered(slots[0])  # over: the one still sending is all that is in flight
-    assert await budget.backlog(in_flight=3) == 2 * MINUTE  # one told, two wanting ahead
+    budget.answered(slots[0])  # answered: in flight a while yet, writing its outcome down
+    assert await budget.backlog(in_flight=2) == MINUTE  # one told ahead, both served
+    clock.now += SETTLING  # it is over: another in flight now may want a slot
+    # Two told, one wanting: the fourth slot from now, the second to free again.
+    assert await budget.backlog(in_flight=2) == 2 * MINUTE - SETTLING
