@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import asyncpg  # type: ignore[import-untyped]  # (no stubs; only its exception classes are used)
 import sqlalchemy.exc
 from sqlalchemy import event
@@ -25,6 +27,9 @@ _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
 }
 
+
+# SQLite: how long a statement waits for another process's write lock (busy_timeout).
+BUSY_TIMEOUT_MS = 10_000
 
 # A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
 PING_IDLE_SECONDS = 1.0
@@ -113,7 +118,11 @@ def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: in
                               # Connection.close rolls back an open one): the pool's own
                               # rollback on return would be one more thread hand-off each.
                               pool_reset_on_return=None)
-        kwargs["connect_args"] = {"timeout": statement_timeout_ms / 1000}
+        # check_same_thread off: a request's unit of work runs its statements on the event
+        # loop's thread while it has the connection to itself (app.db.unit), besides
+        # aiosqlite's own thread running everyone else's, one after the other.
+        kwargs["connect_args"] = {"timeout": statement_timeout_ms / 1000,
+                                  "check_same_thread": False}
     else:
         if pool:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
@@ -176,8 +185,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Commits append to the WAL without a sync of their own; SqlStore syncs the WAL
     # after each commit, one sync shared by concurrent commits (app.db.durable).
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def sqlite3_of(driver: aiosqlite.Connection) -> sqlite3.Connection:
+    """The ``sqlite3`` connection under an aiosqlite one, to run statements on it directly
+    (on the event loop's thread) while nobody else can use it: checked out of the pool.
+
+    aiosqlite has no public way to it; this is the one place that reaches in (its
+    ``_conn`` in aiosqlite 0.22). tests/db/test_engine.py checks that what it
+    gives is the connection aiosqlite runs statements on, and this fails loudly rather
+    than handing out anything else."""
+    raw = getattr(driver, "_conn", None)
+    if not isinstance(raw, sqlite3.Connection):
+        raise RuntimeError(
+            f"aiosqlite {getattr(aiosqlite, '__version__', '?')} no longer keeps its sqlite3 "
+            "connection as _conn: app.db.engine.sqlite3_of needs updating")
+    return raw
 
 
 @contextmanager

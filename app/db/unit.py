@@ -2,11 +2,16 @@
 map and flush would cost more than they give to these few statements, whose shapes are
 built once here and compiled once per engine.
 
-On SQLite the compiled statements go to aiosqlite directly, one hand-off to its thread
-each: through SQLAlchemy's aiosqlite adapter a statement costs three or four (cursor,
-execute, fetch, close), and while they wait their turn on a busy event loop the
-process's one SQLite connection stays checked out, which serializes every request
-behind them.
+On SQLite the compiled statements run on the event loop's own thread, directly on the
+sqlite3 connection under the pool's one connection: while the unit has it checked out
+nobody else in the process can use it, and a statement there costs tens of
+microseconds where a hand-off to aiosqlite's thread costs about a hundred of CPU and
+leaves the connection checked out while the busy loop gets round to the next step
+(every other request queues behind it). Two things must then never happen on the
+loop: sleeping in SQLite's busy handler (another process, the CLI say, holding the
+write lock) and checkpointing the WAL (a sync of the database file). The unit sets the
+connection's busy timeout to 0 while it has it, and waits for the lock with the loop
+free (``_LoopSqlite``); checkpoints are the WAL sync thread's (``app.db.durable``).
 
 On PostgreSQL every round trip costs CPU on both sides (the database shares the
 machine), so a repeat is two: the account, read outside any transaction, then
@@ -19,6 +24,8 @@ which begins a transaction at the first of them; ``commit`` ends it."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 import weakref
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,7 +52,7 @@ from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.core.models import Account, AuditEvent, ValueState
-from app.db.engine import unavailable
+from app.db.engine import BUSY_TIMEOUT_MS, sqlite3_of, unavailable
 from app.db.tables import AccountRow, AuditRow, TxtValueRow
 
 _accounts = cast(Table, AccountRow.__table__)
@@ -113,15 +120,14 @@ RECORD_REPEAT = (
                literal(1)).where(_matched)).cte("audited")))
 
 
-# SQLite: the rows an UPDATE changed, counted from its RETURNING (aiosqlite's one-call
-# fetch closes its cursor in its own thread; a cursor kept for its rowcount would cost
-# one more hand-off to close).
+# SQLite: the rows an UPDATE changed, counted from its RETURNING (one call that reads
+# and closes its cursor).
 BUMP_LIVE_COUNTED = BUMP_LIVE.returning(_values.c.id)
 REHASH_COUNTED = REHASH.returning(_accounts.c.id)
 
 
 class _Compiled:
-    """A statement compiled once for a driver called directly (aiosqlite, asyncpg): its
+    """A statement compiled once for a driver called directly (sqlite3, asyncpg): its
     SQL, its parameters in order with SQLAlchemy's own conversions (a datetime is stored
     exactly as everywhere else), and for a SELECT its columns' conversions and a row type
     with their names."""
@@ -181,6 +187,57 @@ class _Rows:
         return self._rows[0][0] if self._rows else None
 
 
+# How long a unit waits between tries for a write lock another process holds: doubling
+# from the first to the last, the busy timeout in all.
+_FIRST_WAIT, _LAST_WAIT = 0.001, 0.05
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+
+
+class _LoopSqlite:
+    """A unit's statements on the pooled connection's sqlite3 connection, on the event
+    loop's thread, with its busy timeout 0 until ``release``: a lock held by another
+    process fails a statement at once instead of sleeping the loop in SQLite's busy
+    handler. Until the unit has written, such a failure rolls its transaction back (it
+    holds nothing yet) and the statement is tried again after an asynchronous wait, for
+    as long as the busy timeout; once it has written it holds the write lock until its
+    commit, so no later statement of it meets one (and one that did would fail the unit)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._wrote = False
+        conn.execute("PRAGMA busy_timeout=0")
+
+    async def run(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        conn = self.conn
+        deadline, wait = time.monotonic() + BUSY_TIMEOUT_MS / 1000, _FIRST_WAIT
+        while True:
+            try:
+                rows = conn.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or self._wrote or time.monotonic() >= deadline:
+                    raise
+            else:
+                self._wrote = self._wrote or conn.in_transaction
+                return rows
+            if conn.in_transaction:
+                conn.rollback()  # begun by the statement that failed: nothing in it
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, _LAST_WAIT)
+
+    def release(self) -> None:
+        """Before the connection goes back: no transaction left open (a failed commit's),
+        and the busy timeout everyone else's statements expect (they wait in aiosqlite's
+        thread)."""
+        try:
+            if self.conn.in_transaction:
+                self.conn.rollback()
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
 def audit_row(event: AuditEvent) -> dict[str, Any]:
     return {"at": event.at, "event": event.event, "outcome": event.outcome,
             "username": event.username, "client": event.client[:64] if event.client else None,
@@ -203,7 +260,7 @@ class SqlUnit:
                  durable: Callable[[], Awaitable[None]] | None = None) -> None:
         self._engine = engine
         self._conn: AsyncConnection | None = None  # taken at the first statement
-        self._sqlite: aiosqlite.Connection | None = None  # its driver's, on SQLite
+        self._sqlite: _LoopSqlite | None = None  # its sqlite3 connection, on SQLite
         self._pg: Any = None  # its driver's (an asyncpg connection), on PostgreSQL
         self._pooled: PoolProxiedConnection | None = None  # the pool's handle on it
         self._local = local
@@ -222,21 +279,25 @@ class SqlUnit:
             raise RuntimeError("this unit of work has ended")
         if self._conn is None:
             self._conn = await self._engine.connect()
-            raw = await self._conn.get_raw_connection()
-            if self._postgres:
-                self._pooled, self._pg = raw, raw.driver_connection
-            else:
-                self._sqlite = cast(aiosqlite.Connection, raw.driver_connection)
+            try:
+                raw = await self._conn.get_raw_connection()
+                if self._postgres:
+                    self._pooled, self._pg = raw, raw.driver_connection
+                else:
+                    self._sqlite = _LoopSqlite(
+                        sqlite3_of(cast(aiosqlite.Connection, raw.driver_connection)))
+            except BaseException:
+                await self._close()
+                raise
         return self._conn
 
     async def _execute(self, statement: Any, params: dict[str, Any]) -> Any:
         conn = await self._connect()
         if self._sqlite is not None:
             compiled = _for_driver(statement, self._engine.dialect)
-            # One call: sqlite3 opens the transaction itself before the first write.
-            rows = await self._sqlite.execute_fetchall(compiled.sql,
-                                                       compiled.parameters(params))
-            return _Rows(compiled.rows(cast(Sequence[Sequence[Any]], rows)))
+            # sqlite3 opens the transaction itself before the first write.
+            rows = await self._sqlite.run(compiled.sql, compiled.parameters(params))
+            return _Rows(compiled.rows(rows))
         if self._touch is not None:
             touch, self._touch = self._touch, None
             await conn.execute(TOUCH, touch)  # kept in order with what follows
@@ -358,9 +419,9 @@ class SqlUnit:
                 await self._execute(TOUCH, touch)
             wrote = self._conn is not None
             if self._sqlite is not None:
-                wrote = self._sqlite.in_transaction
+                wrote = self._sqlite.conn.in_transaction
                 if wrote:
-                    await self._sqlite.commit()
+                    self._sqlite.conn.commit()
             elif self._conn is not None:
                 await self._conn.commit()
         except BaseException:
@@ -378,8 +439,8 @@ class SqlUnit:
             return
         try:
             if self._sqlite is not None:
-                if self._sqlite.in_transaction:
-                    await self._sqlite.rollback()
+                if self._sqlite.conn.in_transaction:
+                    self._sqlite.conn.rollback()
             elif self._conn is not None:
                 await self._conn.rollback()
         finally:
@@ -388,17 +449,19 @@ class SqlUnit:
     async def _end(self) -> None:
         """Give the connection back and the names free (the locks after the transaction)."""
         self._open = False
-        try:
-            if self._sqlite is not None and self._sqlite.in_transaction:
-                # Ended by a failure of its commit: the pool does not reset connections.
-                await self._sqlite.rollback()
-        finally:
-            await self._close()
+        await self._close()
 
     async def _close(self) -> None:
         try:
-            if self._conn is not None:
-                await self._conn.close()
+            if self._sqlite is not None:
+                # The pool does not reset connections: a failed commit's transaction is
+                # rolled back here, and the busy timeout restored.
+                sqlite, self._sqlite = self._sqlite, None
+                sqlite.release()
         finally:
-            while self._held:
-                self._local.release(*self._held.pop())
+            try:
+                if self._conn is not None:
+                    await self._conn.close()
+            finally:
+                while self._held:
+                    self._local.release(*self._held.pop())

@@ -1,6 +1,6 @@
 """The request's unit of work (app.db.unit) on each database: what it writes reads back
 exactly as the rest of the store writes it, a failed unit leaves nothing behind, and on
-SQLite each statement is one hand-off to the database's thread."""
+SQLite a repeat never hands off to the database driver's thread."""
 
 from __future__ import annotations
 
@@ -142,10 +142,11 @@ async def test_a_failed_unit_leaves_nothing_and_the_connection_clean(store: SqlS
     assert (await store.get_account(account.username)) is not None
 
 
-async def test_a_sqlite_unit_hands_off_once_per_statement(
+async def test_a_sqlite_repeat_never_hands_off_to_aiosqlites_thread(
         sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A repeat's four statements and its commit: five hand-offs to aiosqlite's thread
-    (through SQLAlchemy's adapter it was fourteen: cursor, execute, fetch, close)."""
+    """A repeat's statements and its commit run on the event loop's thread, on the
+    connection the unit has to itself: no hand-off to aiosqlite's thread (there were
+    five, one per statement and the commit; through SQLAlchemy's adapter fourteen)."""
     engine = create_engine(sqlite_url)
     try:
         store = SqlStore(engine)
@@ -159,12 +160,14 @@ async def test_a_sqlite_unit_hands_off_once_per_statement(
             return await real(self, fn, *args, **kwargs)
 
         monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        at = datetime.now(UTC)
         async with store.unit() as unit:
             await unit.account(account.username)
-            assert await unit.record_repeat(NAME, VALUE, datetime.now(UTC),
-                                            account_id=account.id,
-                                            event=event(datetime.now(UTC)))
-        assert len(handed) == 5, handed
+            assert await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                            event=event(at))
+        assert handed == []
+        (value,) = await store.values_at(NAME)
+        assert value.updated_at == at  # committed, and read back through aiosqlite
     finally:
         await engine.dispose()
 

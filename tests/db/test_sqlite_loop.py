@@ -1,0 +1,153 @@
+"""SQLite: a request's unit of work runs on the event loop's thread (app.db.unit), so it
+must never sleep there: a write lock held by another process (the CLI, say) is waited
+for with the loop free, and the connection goes back to the pool as everyone else
+expects it (busy timeout, no transaction). And the one reach into aiosqlite
+(``sqlite3_of``) gives the connection aiosqlite itself runs statements on."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import text
+
+from app.core.models import AuditEvent, AuditQuery, Mode, NewAccount
+from app.db.engine import BUSY_TIMEOUT_MS, create_engine, sqlite3_of
+from app.db.store import SqlStore
+
+NAME = "_acme-challenge.www.example.com"
+VALUE = "v" * 43
+
+
+@pytest.fixture
+async def store(sqlite_url: str) -> AsyncIterator[SqlStore]:
+    engine = create_engine(sqlite_url)
+    try:
+        yield SqlStore(engine)
+    finally:
+        await engine.dispose()
+
+
+def database(store: SqlStore) -> str:
+    path = store._engine.url.database
+    assert path
+    return path
+
+
+async def live_account(store: SqlStore) -> Any:
+    account = await store.add_account(NewAccount(
+        username="0f8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31", key_hash="h" * 64, label="www",
+        name=NAME, zone="example.com", mode=Mode.DIRECT, domain="www.example.com",
+        allowfrom=(), note=None, created_at=datetime(2026, 1, 1, tzinfo=UTC)))
+    value = await store.add_value(name=NAME, zone="example.com", value=VALUE,
+                                  account_id=account.id, at=datetime(2026, 1, 2, tzinfo=UTC))
+    async with store.unit() as unit:
+        await unit.settle(value.id, 4242, datetime(2026, 1, 2, tzinfo=UTC))
+    return account
+
+
+def event(at: datetime) -> AuditEvent:
+    return AuditEvent(at=at, event="update", outcome="ok", username="someone",
+                      client="192.0.2.1", name=NAME, value_fingerprint="abcd", detail=None)
+
+
+def other_process_writing(path: str) -> sqlite3.Connection:
+    """What another process writing the file looks like: a connection of its own in the
+    middle of a write transaction (it holds the write lock until it ends)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE accounts SET note = 'the CLI was here'")
+    return other
+
+
+async def repeat(store: SqlStore, account: Any, at: datetime) -> bool:
+    async with store.unit() as unit:
+        return await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                                        event=event(at))
+
+
+async def test_a_write_lock_held_elsewhere_is_waited_for_with_the_loop_free(
+        store: SqlStore) -> None:
+    """The repeat waits for the other writer without holding up the loop (in SQLite's busy
+    handler it would sleep the loop until the lock went or 10 s passed, and fail), then
+    writes everything once the lock is free."""
+    account = await live_account(store)
+    other = other_process_writing(database(store))
+    at = datetime.now(UTC)
+    try:
+        waiting = asyncio.ensure_future(repeat(store, account, at))
+        for _ in range(20):
+            await asyncio.sleep(0.005)  # the loop turns: the unit is not sleeping on it
+        assert not waiting.done()
+        other.commit()
+        assert await asyncio.wait_for(waiting, BUSY_TIMEOUT_MS / 1000)
+    finally:
+        other.close()
+    (value,) = await store.values_at(NAME)
+    assert value.updated_at == at
+    assert (await store.get_account(account.username)).last_used_at == at  # type: ignore[union-attr]
+    (row,) = await store.audit_events(AuditQuery(event="update"))
+    assert row.at == at
+    assert (await store.get_account(account.username)).note == "the CLI was here"  # type: ignore[union-attr]
+
+
+async def test_a_lock_held_past_the_busy_timeout_fails_the_unit_and_leaves_nothing(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As long as the busy timeout, no longer: then the unit fails as a statement past its
+    busy timeout does, writes nothing, and the connection serves the next unit."""
+    account = await live_account(store)
+    (before,) = await store.values_at(NAME)
+    monkeypatch.setattr("app.db.unit.BUSY_TIMEOUT_MS", 50)
+    other = other_process_writing(database(store))
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await repeat(store, account, datetime.now(UTC))
+    finally:
+        other.rollback()
+        other.close()
+    assert await store.values_at(NAME) == [before]
+    assert await store.audit_events(AuditQuery(event="update")) == []
+    assert await repeat(store, account, datetime.now(UTC))
+
+
+async def test_the_connection_goes_back_with_its_busy_timeout(store: SqlStore) -> None:
+    """While a unit has the connection its busy timeout is 0; everyone after it (their
+    statements wait in aiosqlite's thread) finds the usual one again, after a unit that
+    committed and after one that failed."""
+    account = await live_account(store)
+
+    async def busy_timeout() -> int:
+        async with store._engine.connect() as conn:
+            return int((await conn.execute(text("PRAGMA busy_timeout"))).scalar_one())
+
+    assert await repeat(store, account, datetime.now(UTC))
+    assert await busy_timeout() == BUSY_TIMEOUT_MS
+    with pytest.raises(RuntimeError):
+        async with store.unit() as unit:
+            await unit.account(account.username)
+            raise RuntimeError("the request failed")
+    assert await busy_timeout() == BUSY_TIMEOUT_MS
+
+
+async def test_sqlite3_of_is_the_connection_aiosqlite_runs_statements_on(
+        tmp_path: Path) -> None:
+    """If aiosqlite keeps its sqlite3 connection elsewhere one day, this fails (and
+    ``sqlite3_of`` raises rather than hand out something else)."""
+    async with aiosqlite.connect(tmp_path / "x.sqlite3", check_same_thread=False) as driver:
+        await driver.execute("CREATE TEMP TABLE only_here (x INTEGER)")
+        await driver.execute("INSERT INTO only_here VALUES (42)")
+        raw = sqlite3_of(driver)
+        assert isinstance(raw, sqlite3.Connection)
+        # A temporary table is seen by its own connection only.
+        assert raw.execute("SELECT x FROM only_here").fetchall() == [(42,)]
+        raw.execute("INSERT INTO only_here VALUES (43)")
+        assert list(await driver.execute_fetchall("SELECT count(*) FROM only_here")) == [(2,)]
+        await driver.rollback()
+    with pytest.raises(RuntimeError, match="aiosqlite"):
+        sqlite3_of(object())  # type: ignore[arg-type]
