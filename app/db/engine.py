@@ -186,6 +186,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # after each commit, one sync shared by concurrent commits (app.db.durable).
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # No checkpoint inside a commit (a request's commits run on the event loop's thread):
+    # app.db.durable checkpoints from a thread when the WAL grows, and with no size limit
+    # kept the WAL file is cut back when it starts over, so its size says what is left.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.execute("PRAGMA journal_size_limit=0")
     cursor.close()
 
 

@@ -7,10 +7,12 @@ sqlite3 connection under the pool's one connection: while the unit has it checke
 nobody else in the process can use it, and a statement there costs tens of
 microseconds where a hand-off to aiosqlite's thread costs about a hundred of CPU and
 leaves the connection checked out while the busy loop gets round to the next step
-(every other request queues behind it). The loop must then never sleep in SQLite's
-busy handler (another process, the CLI say, holding the write lock): the unit sets the
-connection's busy timeout to 0 while it has it, and waits for the lock with the loop
-free (``_LoopSqlite``).
+(every other request queues behind it). Two things must then never happen on the
+loop: sleeping in SQLite's busy handler (another process, the CLI say, or a checkpoint
+holding the write lock) and checkpointing the WAL (a sync of the database file). The
+unit sets the connection's busy timeout to 0 while it has it, and waits for the lock
+with the loop free (``_LoopSqlite``); the engine's connections never checkpoint by
+themselves, the WAL sync's thread does (``app.db.durable``).
 
 On PostgreSQL every round trip costs CPU on both sides (the database shares the
 machine), so a repeat is two: the account, read outside any transaction, then
@@ -188,7 +190,7 @@ class _Rows:
 
 # How long a unit waits between tries for a write lock another process holds: doubling
 # from the first to the last, the busy timeout in all.
-_FIRST_WAIT, _LAST_WAIT = 0.001, 0.05
+_FIRST_WAIT, _LAST_WAIT = 0.001, 0.01
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

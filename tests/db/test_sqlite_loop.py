@@ -7,6 +7,7 @@ expects it (busy timeout, no transaction). And the one reach into aiosqlite
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -32,6 +33,10 @@ async def store(sqlite_url: str) -> AsyncIterator[SqlStore]:
         yield SqlStore(engine)
     finally:
         await engine.dispose()
+
+
+def size(path: str) -> int:
+    return os.stat(path).st_size
 
 
 def database(store: SqlStore) -> str:
@@ -151,3 +156,37 @@ async def test_sqlite3_of_is_the_connection_aiosqlite_runs_statements_on(
         await driver.rollback()
     with pytest.raises(RuntimeError, match="aiosqlite"):
         sqlite3_of(object())  # type: ignore[arg-type]
+
+
+async def test_a_commit_on_the_loop_never_checkpoints(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past SQLite's own threshold (1000 pages in the WAL) a unit's commit, on the loop's
+    thread, copies nothing into the database file (that would be a sync of it there)."""
+    monkeypatch.setattr("app.db.durable.WalSync._maybe_checkpoint", lambda self, size: None)
+    account = await live_account(store)
+    path = database(store)
+    before = size(path)
+    async with store.unit() as unit:
+        for _ in range(15_000):  # some 4.5 MB of audit rows: past 1000 pages of 4 KiB
+            await unit.audit(AuditEvent(
+                at=datetime.now(UTC), event="update", outcome="ok", username="someone",
+                client="192.0.2.1", name=NAME, value_fingerprint="abcd", detail="d" * 200))
+    assert size(f"{path}-wal") > 4_096_000
+    assert await repeat(store, account, datetime.now(UTC))
+    assert size(path) == before
+
+
+async def test_the_wal_is_checkpointed_from_a_thread_and_stays_bounded(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WAL sync checkpoints when the WAL has grown past its bound, and the WAL then
+    starts over: it stays within a few times the bound however many units commit."""
+    bound = 64 * 1024
+    monkeypatch.setattr("app.db.durable.CHECKPOINT_BYTES", bound)
+    account = await live_account(store)
+    wal = f"{database(store)}-wal"
+    largest = 0
+    for _ in range(300):  # each adds a few pages: some 3.5 MB unchecked
+        assert await repeat(store, account, datetime.now(UTC))
+        largest = max(largest, size(wal))
+    assert store._durable is not None and store._durable.checkpoints >= 1
+    assert largest < 8 * bound
