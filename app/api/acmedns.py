@@ -12,9 +12,10 @@ from app import __version__
 from app.api.deps import (
     AcmeDnsAccount,
     ClientDep,
-    JsonBody,
     ServicesDep,
+    json_body,
     registration_token_given,
+    services_of,
 )
 from app.api.errors import error_response
 from app.api.live import DNS_HEADER, DNS_HEADER_DOC, LiveAnswer
@@ -71,8 +72,9 @@ async def register(request: Request, services: ServicesDep, client: ClientDep) -
         "requestBody": {"required": True, "content": {"application/json": {"example": {
             "subdomain": "0c8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31",
             "txt": "LHDhK3oGRvkiefQnx7OOczTY5Tic_xZ6HcMOc_gmtoM"}}}}})
-async def update(who: AcmeDnsAccount, body: JsonBody, services: ServicesDep) -> JSONResponse:
+async def update(who: AcmeDnsAccount, request: Request) -> JSONResponse:
     """Put a challenge value at the caller's name; 200 once the nameservers serve it."""
+    services, body = services_of(request), await json_body(request)
     assert body is not None  # an unreadable body names no target: refused before this
     value = await services.challenges.update(who, body.get("txt"))
     return LiveAnswer({"txt": value}, services=services, name=who.account.name, value=value)

@@ -15,16 +15,21 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from pydantic import SecretStr
 
-from app.api.request import basic_auth, bearer_token, client_address, parse_json_object
+from app.api.request import basic_auth, bearer_token, parse_json_object, scope_client
 from app.core.access import Authorized, Caller, CertificateDomain, ChallengeName, Label, Target
 from app.core.names import IPAddress
 from app.errors import AdminApiDisabled, Forbidden, MalformedJson
 from app.wiring import Services
 
 
-async def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
+    """The app's services (built by the lifespan)."""
     services: Services = request.app.state.services
     return services
+
+
+async def get_services(request: Request) -> Services:
+    return services_of(request)
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,14 @@ class Client:
         return str(self.address) if self.address else None
 
 
-async def get_client(request: Request,
-                     services: Annotated[Services, Depends(get_services)]) -> Client:
-    return Client(client_address(request, services.settings.trusted_proxies))
+def client_of(request: Request, services: Services) -> IPAddress | None:
+    """The request's client address, worked out once per request (the access log reads
+    the same one)."""
+    return scope_client(request.scope, services.settings.trusted_proxies)
+
+
+async def get_client(request: Request) -> Client:
+    return Client(client_of(request, services_of(request)))
 
 
 def _same_secret(given: str, expected: str) -> bool:
@@ -64,8 +74,8 @@ def registration_token_given(request: Request, services: Services) -> bool:
     return _token_given(request, services.settings.registration_token)
 
 
-async def require_admin(request: Request,
-                        services: Annotated[Services, Depends(get_services)]) -> None:
+async def require_admin(request: Request) -> None:
+    services = services_of(request)
     if services.settings.admin_token is None:
         raise AdminApiDisabled()
     # Bearer, or a Basic password (curl -u x:TOKEN).
@@ -78,24 +88,37 @@ ClientDep = Annotated[Client, Depends(get_client)]
 AdminDep = Depends(require_admin)
 
 
+_BODY = "acme_delegate.json_body"
+
+
 async def json_body(request: Request) -> dict[str, Any] | None:
     """The body as a JSON object (see ``parse_json_object``); None if it is not one.
-    Parsed once per request, however many dependencies ask."""
+    Parsed once per request (kept in its scope), however many callers ask."""
+    scope = request.scope
     try:
-        return parse_json_object(await request.body())
-    except MalformedJson:
-        return None
+        parsed: dict[str, Any] | None = scope[_BODY]
+    except KeyError:
+        try:
+            parsed = parse_json_object(await request.body())
+        except MalformedJson:
+            parsed = None
+        scope[_BODY] = parsed
+    return parsed
 
 
-JsonBody = Annotated[dict[str, Any] | None, Depends(json_body)]
+# The authorizing dependencies take nothing but the request: each sub-dependency costs
+# FastAPI a solve of its own on every request (cache keys, scopes, signature checks), more
+# than the work it would do. The route reads the same services and parsed body
+# (``services_of``, ``json_body``).
 
-
-async def acmedns_account(services: ServicesDep, client: ClientDep, body: JsonBody,
-                          request: Request) -> AsyncIterator[Authorized]:
+async def acmedns_account(request: Request) -> AsyncIterator[Authorized]:
     """acme-dns: X-Api-User and X-Api-Key, and the body's ``subdomain`` as the target
     (an undecodable body names nothing: refused like a wrong subdomain)."""
-    caller = Caller(request.headers.get("x-api-user"), request.headers.get("x-api-key"),
-                    client.address)
+    services = services_of(request)
+    body = await json_body(request)
+    headers = request.headers
+    caller = Caller(headers.get("x-api-user"), headers.get("x-api-key"),
+                    client_of(request, services))
     target = Label(body.get("subdomain")) if body is not None else None
     async with services.store.unit() as unit:
         yield await services.gate.authorize(unit, caller, target)
@@ -108,13 +131,14 @@ def httpreq_target(body: dict[str, Any]) -> Target:
     return CertificateDomain(body.get("domain", ""))
 
 
-async def httpreq_account(services: ServicesDep, client: ClientDep, body: JsonBody,
-                          request: Request) -> AsyncIterator[Authorized]:
+async def httpreq_account(request: Request) -> AsyncIterator[Authorized]:
     """httpreq: Basic auth, and the body's ``fqdn`` or RAW ``domain`` as the target (an
     undecodable body from a good credential is a 400)."""
+    services = services_of(request)
+    body = await json_body(request)
     credentials = basic_auth(request)
     caller = Caller(credentials[0] if credentials else None,
-                    credentials[1] if credentials else None, client.address)
+                    credentials[1] if credentials else None, client_of(request, services))
     async with services.store.unit() as unit:
         if body is None:
             await services.gate.authenticate(unit, caller)

@@ -8,11 +8,11 @@ import base64
 import hashlib
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.acmedns import error_examples as _error
-from app.api.deps import HttpreqAccount, JsonBody, ServicesDep
+from app.api.deps import HttpreqAccount, json_body, services_of
 from app.api.live import DNS_HEADER_DOC, LiveAnswer
 
 router = APIRouter(tags=["httpreq"])
@@ -53,9 +53,10 @@ _BODY = {"requestBody": {"required": True, "content": {"application/json": {"exa
 @router.post("/present", responses={
     **_RESPONSES, 200: {"description": "The value is live: the nameservers serve it",
                         "headers": DNS_HEADER_DOC}}, openapi_extra=_BODY)
-async def present(who: HttpreqAccount, body: JsonBody, services: ServicesDep) -> JSONResponse:
+async def present(who: HttpreqAccount, request: Request) -> JSONResponse:
     """Put a challenge value at the caller's bound name; 200 once the nameservers
     serve it."""
+    services, body = services_of(request), await json_body(request)
     assert body is not None  # refused as malformed before this
     checked = await services.challenges.update(who, requested_value(body), via="present")
     return LiveAnswer({"fqdn": who.account.name + ".", "value": checked}, services=services,
@@ -63,8 +64,9 @@ async def present(who: HttpreqAccount, body: JsonBody, services: ServicesDep) ->
 
 
 @router.post("/cleanup", responses=_RESPONSES, openapi_extra=_BODY)
-async def cleanup(who: HttpreqAccount, body: JsonBody, services: ServicesDep) -> JSONResponse:
+async def cleanup(who: HttpreqAccount, request: Request) -> JSONResponse:
     """Remove exactly that challenge value from the caller's bound name."""
+    services, body = services_of(request), await json_body(request)
     assert body is not None  # refused as malformed before this
     value = requested_value(body)
     removed = await services.challenges.cleanup(who, value)

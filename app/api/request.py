@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
+from starlette.types import Scope
 
 from app.core.names import IPAddress, IPNetwork, in_networks
 from app.errors import MalformedJson
@@ -69,13 +70,50 @@ def _parse_ip(text: str) -> IPAddress | None:
         return None
 
 
+_PEERS: dict[str, IPAddress | None] = {}
+_PEERS_MAX = 4096  # distinct peers remembered; then all forgotten at once
+
+
+def _parse_peer(text: str) -> IPAddress | None:
+    """``_parse_ip`` of a TCP peer, once per peer: the same few peers (a proxy, a
+    client's connections) send every request. Only peers: a forwarded hop is whatever
+    the client wrote, not worth memory."""
+    try:
+        return _PEERS[text]
+    except KeyError:
+        pass
+    if len(_PEERS) >= _PEERS_MAX:
+        _PEERS.clear()
+    address = _PEERS[text] = _parse_ip(text)
+    return address
+
+
 def client_address(request: Request, trusted: Sequence[IPNetwork]) -> IPAddress | None:
     """The real client: the peer, or X-Forwarded-For read right to left through
     trusted proxies only. Nobody else can choose the address we check."""
-    address = _parse_ip(request.client.host) if request.client else None
+    return _client_address(request.scope, trusted)
+
+
+_CLIENT = "acme_delegate.client"
+
+
+def scope_client(scope: Scope, trusted: Sequence[IPNetwork]) -> IPAddress | None:
+    """``client_address`` of this request, worked out once and kept in its scope: the
+    authorizing dependency and the access log (``app.observability.Observe``) share it."""
+    try:
+        found: IPAddress | None = scope[_CLIENT]
+    except KeyError:
+        found = scope[_CLIENT] = _client_address(scope, trusted)
+    return found
+
+
+def _client_address(scope: Scope, trusted: Sequence[IPNetwork]) -> IPAddress | None:
+    peer = scope.get("client")
+    address = _parse_peer(peer[0]) if peer else None
     if address is None or not trusted:
         return address
-    hops = [h for v in request.headers.getlist("x-forwarded-for") for h in v.split(",")]
+    hops = [h for k, v in scope["headers"] if k == b"x-forwarded-for"
+            for h in v.decode("latin-1").split(",")]
     while hops and in_networks(address, trusted):
         hop = _parse_ip(hops.pop())
         if hop is None:
