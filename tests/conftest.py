@@ -221,6 +221,7 @@ class Harness:
     services: Services
     do: StandinState
     metrics: Metrics
+    app: Any = None  # the ASGI app itself, for tests that watch its messages
 
     def txt_at(self, name: str) -> list[str]:
         return sorted(r.data for r in self.do.find_records(name, "TXT"))
@@ -274,7 +275,7 @@ def harness_factory(
                 transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
                 async with httpx.AsyncClient(transport=transport, base_url="http://acme.test"
                                              ) as client:
-                    yield Harness(client, app.state.services, do_state, app.state.metrics)
+                    yield Harness(client, app.state.services, do_state, app.state.metrics, app)
 
     return build
 

@@ -13,6 +13,7 @@ from app.api.deps import (
     AcmeDnsAccount,
     ClientDep,
     ServicesDep,
+    UnitOfWorkRoute,
     json_body,
     registration_token_given,
     services_of,
@@ -23,7 +24,7 @@ from app.api.request import parse_json_object
 from app.core.names import parse_allowfrom
 from app.logs import event
 
-router = APIRouter(tags=["acme-dns"])
+router = APIRouter(tags=["acme-dns"], route_class=UnitOfWorkRoute)
 log = logging.getLogger("acme_delegate.api")
 
 

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
 from app.api.request import basic_auth, bearer_token, parse_json_object, scope_client
 from app.core.access import Authorized, Caller, CertificateDomain, ChallengeName, Label, Target
 from app.core.names import IPAddress
+from app.core.ports import Unit
 from app.errors import AdminApiDisabled, Forbidden, MalformedJson
 from app.wiring import Services
 
@@ -106,12 +108,59 @@ async def json_body(request: Request) -> dict[str, Any] | None:
     return parsed
 
 
+_UNIT_EXIT = "acme_delegate.unit_exit"
+
+
+class UnitOfWorkRoute(APIRoute):
+    """The route class of routes that take an account (``AcmeDnsAccount``,
+    ``HttpreqAccount``): the request's unit of work, opened by that dependency, ends when
+    the route has returned its answer and before the answer is sent. It commits, keeps a
+    refusal's audit row (``DomainError``: the store commits those), or rolls back on any
+    other failure, as ``async with store.unit()`` around the route would.
+
+    What a dependency with ``yield`` (``scope="function"``) guarantees too, but FastAPI
+    wraps each such dependency in two context managers, an exit stack and an anyio cancel
+    scope: ~90 µs a request, measured, against a plain ``async def`` dependency."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            scope = request.scope
+            scope[_UNIT_EXIT] = None
+            try:
+                response = await handler(request)
+            except BaseException as exc:
+                end = scope.pop(_UNIT_EXIT, None)
+                if end is not None and await end(type(exc), exc, exc.__traceback__):
+                    raise AssertionError("a unit of work swallowed an exception") from exc
+                raise
+            end = scope.pop(_UNIT_EXIT, None)
+            if end is not None:
+                await end(None, None, None)
+            return response
+
+        return handle
+
+
+async def _open_unit(request: Request, services: Services) -> Unit:
+    """The request's unit of work, open until its route returns (``UnitOfWorkRoute``)."""
+    scope = request.scope
+    if _UNIT_EXIT not in scope or scope[_UNIT_EXIT] is not None:
+        # Not a UnitOfWorkRoute, or a second unit: nothing would end it. Never serve that.
+        raise RuntimeError("an account dependency outside a UnitOfWorkRoute")
+    opened = services.store.unit()
+    unit = await opened.__aenter__()
+    scope[_UNIT_EXIT] = opened.__aexit__
+    return unit
+
+
 # The authorizing dependencies take nothing but the request: each sub-dependency costs
 # FastAPI a solve of its own on every request (cache keys, scopes, signature checks), more
 # than the work it would do. The route reads the same services and parsed body
 # (``services_of``, ``json_body``).
 
-async def acmedns_account(request: Request) -> AsyncIterator[Authorized]:
+async def acmedns_account(request: Request) -> Authorized:
     """acme-dns: X-Api-User and X-Api-Key, and the body's ``subdomain`` as the target
     (an undecodable body names nothing: refused like a wrong subdomain)."""
     services = services_of(request)
@@ -120,8 +169,8 @@ async def acmedns_account(request: Request) -> AsyncIterator[Authorized]:
     caller = Caller(headers.get("x-api-user"), headers.get("x-api-key"),
                     client_of(request, services))
     target = Label(body.get("subdomain")) if body is not None else None
-    async with services.store.unit() as unit:
-        yield await services.gate.authorize(unit, caller, target)
+    unit = await _open_unit(request, services)
+    return await services.gate.authorize(unit, caller, target)
 
 
 def httpreq_target(body: dict[str, Any]) -> Target:
@@ -131,7 +180,7 @@ def httpreq_target(body: dict[str, Any]) -> Target:
     return CertificateDomain(body.get("domain", ""))
 
 
-async def httpreq_account(request: Request) -> AsyncIterator[Authorized]:
+async def httpreq_account(request: Request) -> Authorized:
     """httpreq: Basic auth, and the body's ``fqdn`` or RAW ``domain`` as the target (an
     undecodable body from a good credential is a 400)."""
     services = services_of(request)
@@ -139,14 +188,14 @@ async def httpreq_account(request: Request) -> AsyncIterator[Authorized]:
     credentials = basic_auth(request)
     caller = Caller(credentials[0] if credentials else None,
                     credentials[1] if credentials else None, client_of(request, services))
-    async with services.store.unit() as unit:
-        if body is None:
-            await services.gate.authenticate(unit, caller)
-            raise MalformedJson()
-        yield await services.gate.authorize(unit, caller, httpreq_target(body))
+    unit = await _open_unit(request, services)
+    if body is None:
+        await services.gate.authenticate(unit, caller)
+        raise MalformedJson()
+    return await services.gate.authorize(unit, caller, httpreq_target(body))
 
 
-# The unit of work ends (commits) when the route returns, before the answer is sent:
-# a 200 is never sent for work that did not commit.
-AcmeDnsAccount = Annotated[Authorized, Depends(acmedns_account, scope="function")]
-HttpreqAccount = Annotated[Authorized, Depends(httpreq_account, scope="function")]
+# Only on a UnitOfWorkRoute: the unit of work ends (commits) when the route returns,
+# before the answer is sent, so a 200 is never sent for work that did not commit.
+AcmeDnsAccount = Annotated[Authorized, Depends(acmedns_account)]
+HttpreqAccount = Annotated[Authorized, Depends(httpreq_account)]

@@ -12,10 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.acmedns import error_examples as _error
-from app.api.deps import HttpreqAccount, json_body, services_of
+from app.api.deps import HttpreqAccount, UnitOfWorkRoute, json_body, services_of
 from app.api.live import DNS_HEADER_DOC, LiveAnswer
 
-router = APIRouter(tags=["httpreq"])
+router = APIRouter(tags=["httpreq"], route_class=UnitOfWorkRoute)
 
 MAX_KEY_AUTH = 512
 

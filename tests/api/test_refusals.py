@@ -4,6 +4,7 @@ status and body, the same audit row, and one more count against the address's li
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -102,3 +103,35 @@ async def test_a_repeat_is_one_unit_of_work(harness: Harness, path: str) -> None
         (await harness.services.accounts.get(account["username"])).key_hash)
     trail = await harness.services.accounts.audit_trail(AuditQuery(limit=1))
     assert (trail[0].event, trail[0].outcome) == (path.strip("/"), "ok")
+
+
+@pytest.mark.parametrize("path", ["/update", "/present"])
+async def test_the_unit_commits_before_the_answer_starts(harness: Harness, path: str) -> None:
+    """The route's unit of work ends before its answer goes out (``UnitOfWorkRoute``):
+    when the answer starts, the repeat's last-used and audit row are readable elsewhere.
+    Were they committed after sending, PostgreSQL would not show them yet and SQLite's one
+    connection would still be held (the reads below wait, then time out)."""
+    account = await harness.create_account(domain="www.example.com")
+    assert (await ENDPOINTS["/present"](harness, account, account["fulldomain"])
+            ).status_code == 200
+    accounts = harness.services.accounts
+    before = (await accounts.get(account["username"])).last_used_at
+    seen: list[tuple[bool, str, str]] = []
+
+    async def watch(scope: Any, receive: Any, send: Any) -> None:
+        async def send_after_looking(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                async with asyncio.timeout(5):
+                    used = (await accounts.get(account["username"])).last_used_at
+                    trail = await accounts.audit_trail(AuditQuery(limit=1))
+                assert before is not None and used is not None
+                seen.append((used > before, trail[0].event, trail[0].outcome))
+            await send(message)
+        await harness.app(scope, receive, send_after_looking)
+
+    transport = httpx.ASGITransport(app=watch, client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://acme.test") as client:
+        watched = Harness(client, harness.services, harness.do, harness.metrics)
+        response = await ENDPOINTS[path](watched, account, own_target(path, account))
+    assert response.status_code == 200
+    assert seen == [(True, path.strip("/"), "ok")]
