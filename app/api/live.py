@@ -18,6 +18,7 @@ The ``Acme-Delegate-DNS`` header says what the 200 means:
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -48,6 +49,13 @@ _HEADER_VALUE = {
 }
 
 
+# JSONResponse's own rendering, with one encoder: ``json.dumps`` with these options
+# builds a new encoder every call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None,
+                           separators=(",", ":")).encode
+_DNS_HEADER_RAW = DNS_HEADER.lower().encode("latin-1")
+
+
 class LiveAnswer(JSONResponse):
     """``content`` with 200, sent once ``value`` is served at ``name`` or at the bound."""
 
@@ -57,8 +65,12 @@ class LiveAnswer(JSONResponse):
         self._name = name
         self._value = value
 
+    def render(self, content: Any) -> bytes:
+        return _ENCODE(content).encode("utf-8")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.headers[DNS_HEADER] = await self._wait(scope)
+        # Not set through ``self.headers``: a MutableHeaders built to add one header.
+        self.raw_headers.append((_DNS_HEADER_RAW, (await self._wait(scope)).encode("latin-1")))
         await super().__call__(scope, receive, send)
 
     async def _wait(self, scope: Scope) -> str:

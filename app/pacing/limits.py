@@ -35,17 +35,24 @@ class _InProcess:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._events: dict[str, deque[float]] = {}
+        # Windows are keyed by (id(item), identifiers): ``item.key_for`` builds a string
+        # from five parts on every call, and an item hashes and compares in Python. Each
+        # item is kept here with its window's length, so its id stays its own.
+        self._events: dict[tuple[int, tuple[str, ...]], deque[float]] = {}
+        self._items: dict[int, tuple[RateLimitItem, int]] = {}
         self._hits = 0
 
     def _window(self, item: RateLimitItem, identifiers: tuple[str, ...]
                 ) -> tuple[deque[float], float]:
-        key = item.key_for(*identifiers)
+        known = self._items.get(id(item))
+        if known is None:
+            known = self._items[id(item)] = (item, item.get_expiry())
+        key = (id(item), identifiers)
         now = self._clock()
         events = self._events.get(key)
         if events is None:
             events = self._events[key] = deque()
-        horizon = now - item.get_expiry()
+        horizon = now - known[1]
         while events and events[0] <= horizon:
             events.popleft()
         return events, now
