@@ -139,6 +139,9 @@ def create_app(
 
     described: dict[str, Any] = {
         "title": "acme-delegate", "version": __version__, "lifespan": lifespan,
+        # FastAPI's own OpenTelemetry asks the global providers (reading the environment)
+        # on every request; this service reports through /metrics and its logs instead.
+        "telemetry": {"tracing": False, "metrics": False, "logs": False},
         "summary": "Least-privilege ACME DNS-01 credentials over the DigitalOcean Domains API.",
     }
     if settings.api_docs:

@@ -225,7 +225,7 @@ class Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from app.api.request import scope_client
+        from app.api.request import scope_client_label
 
         sent_path = scope["path"]  # as the client sent it; routing may normalise it
         # The first X-Request-ID, as Starlette's Headers.get would find it.
@@ -269,8 +269,7 @@ class Observe:
             method = scope["method"]
             self.metrics.request_done(route, method if method in _METHODS else "other",
                                       status, seconds)
-            address = scope_client(scope, self.trusted)
             event(log, "http.request", method=method, path=sent_path[:200],
                   route=route, status=status, ms=round(seconds * 1000, 1),
-                  client=str(address) if address else None)
+                  client=scope_client_label(scope, self.trusted))
             request_id.reset(token)

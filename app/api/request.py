@@ -100,11 +100,38 @@ _CLIENT = "acme_delegate.client"
 def scope_client(scope: Scope, trusted: Sequence[IPNetwork]) -> IPAddress | None:
     """``client_address`` of this request, worked out once and kept in its scope: the
     authorizing dependency and the access log (``app.observability.Observe``) share it."""
+    return _scope_client(scope, trusted)[0]
+
+
+def scope_client_label(scope: Scope, trusted: Sequence[IPNetwork]) -> str | None:
+    """``scope_client`` as text (the access log's ``client``), also worked out once."""
+    return _scope_client(scope, trusted)[1]
+
+
+def _scope_client(scope: Scope, trusted: Sequence[IPNetwork]
+                  ) -> tuple[IPAddress | None, str | None]:
     try:
-        found: IPAddress | None = scope[_CLIENT]
+        found: tuple[IPAddress | None, str | None] = scope[_CLIENT]
     except KeyError:
-        found = scope[_CLIENT] = _client_address(scope, trusted)
+        address = _client_address(scope, trusted)
+        found = scope[_CLIENT] = (address, _label(address))
     return found
+
+
+def _label(address: IPAddress | None) -> str | None:
+    if address is None:
+        return None
+    try:
+        return _LABELS[address]
+    except KeyError:
+        pass
+    if len(_LABELS) >= _PEERS_MAX:
+        _LABELS.clear()
+    label = _LABELS[address] = str(address)
+    return label
+
+
+_LABELS: dict[IPAddress, str] = {}
 
 
 def _client_address(scope: Scope, trusted: Sequence[IPNetwork]) -> IPAddress | None:
