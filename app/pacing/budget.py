@@ -473,6 +473,9 @@ class RateBudget:
         # request is in flight but needs no slot any more (its slot is in the window)
         # while it talks to DigitalOcean, and for a while after (``SETTLING``).
         self._sending: dict[int, float] = {}
+        # When this process refused requests (their reservations are in the queue, and
+        # they are in flight a while yet, answering 503): counted once, not again.
+        self._refusing: deque[float] = deque()
         self._wake = asyncio.Event()
         self._closing = False
         self._pump: asyncio.Task[None] | None = None
@@ -579,7 +582,9 @@ class RateBudget:
         now = self._clock()
         for slot in [s for s, until in self._sending.items() if until <= now]:
             del self._sending[slot]
-        return len(self._sending)
+        while self._refusing and self._refusing[0] <= now - SETTLING:
+            self._refusing.popleft()
+        return len(self._sending) + len(self._refusing)
 
     @property
     def waiting(self) -> int:
@@ -733,6 +738,7 @@ class RateBudget:
             else:
                 self._drop.append(waiter.ticket)
             self.refused += 1
+            self._refusing.append(now)
             waiter.done.set_exception(BudgetExhausted(told))
 
     async def _estimates(self, waiters: Sequence[_Waiter]) -> list[float]:

@@ -342,3 +342,16 @@ async def test_an_overload_hint_does_not_count_requests_already_served_a_slot() 
     clock.now += SETTLING  # it is over: another in flight now may want a slot
     # Two told, one wanting: the fourth slot from now, the second to free again.
     assert await budget.backlog(in_flight=2) == 2 * MINUTE - SETTLING
+
+
+async def test_an_overload_hint_counts_a_request_being_refused_once() -> None:
+    """A request just refused with a reservation is still in flight a moment (answering
+    its 503), and its reservation is in the queue: one place ahead, not two (counted
+    twice, a burst's last 38 clients were told a window late, 295 s)."""
+    clock = FakeClock()
+    budget = RateBudget(per_minute=1, per_hour=1000, clock=clock, sleep=clock.sleep)
+    await budget.acquire(max_wait=0)  # served: still in flight
+    with spending(Lane.CLIENT, "refused"), pytest.raises(BudgetExhausted):
+        await budget.acquire(max_wait=0)  # refused: its reservation waits in the queue
+    # In flight: those two. Ahead of a newcomer: the reservation only.
+    assert await budget.backlog(in_flight=2) == 2 * MINUTE
