@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import aiosqlite
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import (
     BigInteger,
     Table,
@@ -313,21 +314,31 @@ class SqlUnit:
     async def _alone_execute(self, statement: Any, params: dict[str, Any]) -> _Rows:
         """One statement on the asyncpg connection, outside any transaction (so its own),
         compiled once: one round trip. SQLAlchemy never sees it, so what it would do on a
-        lost connection is done here: it leaves the pool, and the pool's older ones are
-        replaced at their next checkout (the database restarted, likely). A statement
-        cancelled (its request was) needs nothing: asyncpg asks the database to cancel
-        it and lets the connection's next statement wait for that, and outside a
-        transaction it leaves no state behind."""
+        failure is done here: a lost connection leaves the pool, and the pool's older
+        ones are replaced at their next checkout (the database restarted, likely). Any
+        other failure but the database's own answer (an error it reported, after which
+        the connection is ready again) leaves this connection's state unknown: a
+        statement cancelled with its request, or one interrupted while the database shut
+        down (asyncpg then refuses the connection's next statement, "another operation is
+        in progress"). That connection leaves the pool too, as SQLAlchemy does."""
         conn = await self._connect()
         compiled = _for_driver(statement, self._engine.dialect)
         try:
             rows = await self._pg.fetch(compiled.sql, *compiled.parameters(params))
-        except Exception as exc:
+        except BaseException as exc:
             if unavailable(exc):
                 if self._pooled is not None:
                     self._engine.sync_engine.pool._invalidate(  # as SQLAlchemy's own do
                         self._pooled, exc, _checkin=False)
                 await conn.invalidate(exc)
+            elif not isinstance(exc, asyncpg.PostgresError):
+                await conn.invalidate(exc)
+                if isinstance(exc, asyncpg.InternalClientError):
+                    # Seen when the database shut down while the connection sat in the
+                    # pool: its FATAL message left asyncpg's protocol mid-operation. The
+                    # connection is gone; the request is a 503, like any lost one.
+                    raise ConnectionResetError("the database connection was left in an "
+                                               "unknown state") from exc
             raise
         return _Rows(compiled.rows(rows))
 

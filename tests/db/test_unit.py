@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiosqlite
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import text
 
@@ -388,3 +389,37 @@ async def test_a_postgres_repeat_cancelled_mid_statement_writes_nothing_and_harm
     finally:
         await engine.dispose()
         await other.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_connection_left_mid_operation_is_unavailable_and_left_behind(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen when PostgreSQL shut down under load: a pooled connection's first statement
+    failed with asyncpg's "cannot switch to state 12; another operation (2) is in
+    progress" (the database's parting message had left its protocol mid-operation), and
+    the request was a 500. The unit that meets it fails as the database being
+    unavailable (a 503), and that connection leaves the pool: the next unit has another."""
+    engine = create_engine(postgres_url, ping_idle=3600, pool_size=1)
+    try:
+        store = SqlStore(engine)
+        account = await live_account(store)
+        real_fetch = asyncpg.connection.Connection.fetch
+        confused: list[object] = []
+
+        async def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not confused:
+                confused.append(self)
+                raise asyncpg.InternalClientError(
+                    "cannot switch to state 12; another operation (2) is in progress")
+            return await real_fetch(self, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.connection.Connection, "fetch", fetch)
+        with pytest.raises(Exception) as failed:
+            async with store.unit() as unit:
+                await unit.account(account.username)
+        assert unavailable(failed.value), repr(failed.value)
+        async with store.unit() as unit:
+            assert await unit.account(account.username) is not None
+            assert unit._pg is not confused[0]
+    finally:
+        await engine.dispose()
