@@ -17,7 +17,9 @@ from fastapi.responses import JSONResponse
 
 
 def floor_app() -> FastAPI:
-    app = FastAPI()
+    # FastAPI's own OpenTelemetry off, as the service has it (app.main): a per-request
+    # check any bare app can skip, so the floor does not carry it.
+    app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
 
     @app.post("/update")
     async def update(request: Request) -> JSONResponse:
