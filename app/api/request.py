@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import json
 from collections.abc import Sequence
@@ -70,22 +71,16 @@ def _parse_ip(text: str) -> IPAddress | None:
         return None
 
 
-_PEERS: dict[str, IPAddress | None] = {}
-_PEERS_MAX = 4096  # distinct peers remembered; then all forgotten at once
+# Distinct peers remembered (least recently used forgotten first): the same few peers (a
+# proxy, a client's connections) send every request.
+_PEERS_MAX = 4096
 
 
+@functools.lru_cache(maxsize=_PEERS_MAX)
 def _parse_peer(text: str) -> IPAddress | None:
-    """``_parse_ip`` of a TCP peer, once per peer: the same few peers (a proxy, a
-    client's connections) send every request. Only peers: a forwarded hop is whatever
-    the client wrote, not worth memory."""
-    try:
-        return _PEERS[text]
-    except KeyError:
-        pass
-    if len(_PEERS) >= _PEERS_MAX:
-        _PEERS.clear()
-    address = _PEERS[text] = _parse_ip(text)
-    return address
+    """``_parse_ip`` of a TCP peer, once per peer. Only peers: a forwarded hop is
+    whatever the client wrote, not worth memory."""
+    return _parse_ip(text)
 
 
 def client_address(request: Request, trusted: Sequence[IPNetwork]) -> IPAddress | None:
@@ -118,20 +113,9 @@ def _scope_client(scope: Scope, trusted: Sequence[IPNetwork]
     return found
 
 
+@functools.lru_cache(maxsize=_PEERS_MAX)
 def _label(address: IPAddress | None) -> str | None:
-    if address is None:
-        return None
-    try:
-        return _LABELS[address]
-    except KeyError:
-        pass
-    if len(_LABELS) >= _PEERS_MAX:
-        _LABELS.clear()
-    label = _LABELS[address] = str(address)
-    return label
-
-
-_LABELS: dict[IPAddress, str] = {}
+    return str(address) if address is not None else None
 
 
 def _client_address(scope: Scope, trusted: Sequence[IPNetwork]) -> IPAddress | None:

@@ -6,15 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.db.engine import create_engine
 from app.db.store import SqlStore
+from tests.db.rows import store_on
 
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[SqlStore]:
     """``SqlStore`` on a migrated, empty database of each kind, on its own engine."""
-    engine = create_engine(database_url)
-    try:
-        yield SqlStore(engine)
-    finally:
-        await engine.dispose()
+    async with store_on(database_url) as store:
+        yield store

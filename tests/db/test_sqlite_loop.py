@@ -18,21 +18,16 @@ import aiosqlite
 import pytest
 from sqlalchemy import text
 
-from app.core.models import AuditEvent, AuditQuery, Mode, NewAccount
-from app.db.engine import BUSY_TIMEOUT_MS, create_engine, sqlite3_of
+from app.core.models import AuditEvent, AuditQuery
+from app.db.engine import BUSY_TIMEOUT_MS, sqlite3_of
 from app.db.store import SqlStore
-
-NAME = "_acme-challenge.www.example.com"
-VALUE = "v" * 43
+from tests.db.rows import NAME, VALUE, live_account, store_on
 
 
 @pytest.fixture
 async def store(sqlite_url: str) -> AsyncIterator[SqlStore]:
-    engine = create_engine(sqlite_url)
-    try:
-        yield SqlStore(engine)
-    finally:
-        await engine.dispose()
+    async with store_on(sqlite_url) as store:
+        yield store
 
 
 def size(path: str) -> int:
@@ -43,18 +38,6 @@ def database(store: SqlStore) -> str:
     path = store._engine.url.database
     assert path
     return path
-
-
-async def live_account(store: SqlStore) -> Any:
-    account = await store.add_account(NewAccount(
-        username="0f8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31", key_hash="h" * 64, label="www",
-        name=NAME, zone="example.com", mode=Mode.DIRECT, domain="www.example.com",
-        allowfrom=(), note=None, created_at=datetime(2026, 1, 1, tzinfo=UTC)))
-    value = await store.add_value(name=NAME, zone="example.com", value=VALUE,
-                                  account_id=account.id, at=datetime(2026, 1, 2, tzinfo=UTC))
-    async with store.unit() as unit:
-        await unit.settle(value.id, 4242, datetime(2026, 1, 2, tzinfo=UTC))
-    return account
 
 
 def event(at: datetime) -> AuditEvent:

@@ -14,28 +14,12 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import text
 
-from app.core.models import AuditEvent, AuditQuery, Mode, NewAccount, ValueState
+from app.core.models import AuditEvent, AuditQuery, ValueState
 from app.db.engine import create_engine, unavailable
 from app.db.locks import advisory_key
 from app.db.store import SqlStore
+from tests.db.rows import NAME, VALUE, live_account
 from tests.support.wire import RoundTripCounter
-
-NAME = "_acme-challenge.www.example.com"
-VALUE = "v" * 43
-
-
-
-async def live_account(store: SqlStore) -> Any:
-    account = await store.add_account(NewAccount(
-        username="0f8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31", key_hash="h" * 64, label="www",
-        name=NAME, zone="example.com", mode=Mode.DIRECT, domain="www.example.com",
-        allowfrom=(), note=None, created_at=datetime(2026, 1, 1, tzinfo=UTC)))
-    value = await store.add_value(name=NAME, zone="example.com", value=VALUE,
-                                  account_id=account.id, at=datetime(2026, 1, 2, tzinfo=UTC))
-    async with store.unit() as unit:
-        await unit.settle(value.id, 4242, datetime(2026, 1, 2, tzinfo=UTC))
-        await unit.commit()
-    return account
 
 
 def event(at: datetime, outcome: str = "ok") -> AuditEvent:
