@@ -326,19 +326,18 @@ class SqlUnit:
         try:
             rows = await self._pg.fetch(compiled.sql, *compiled.parameters(params))
         except BaseException as exc:
-            if unavailable(exc):
-                if self._pooled is not None:
-                    self._engine.sync_engine.pool._invalidate(  # as SQLAlchemy's own do
-                        self._pooled, exc, _checkin=False)
+            lost = unavailable(exc)
+            if lost and self._pooled is not None:
+                self._engine.sync_engine.pool._invalidate(  # as SQLAlchemy's own do
+                    self._pooled, exc, _checkin=False)
+            if lost or not isinstance(exc, asyncpg.PostgresError):
                 await conn.invalidate(exc)
-            elif not isinstance(exc, asyncpg.PostgresError):
-                await conn.invalidate(exc)
-                if isinstance(exc, asyncpg.InternalClientError):
-                    # Seen when the database shut down while the connection sat in the
-                    # pool: its FATAL message left asyncpg's protocol mid-operation. The
-                    # connection is gone; the request is a 503, like any lost one.
-                    raise ConnectionResetError("the database connection was left in an "
-                                               "unknown state") from exc
+            if not lost and isinstance(exc, asyncpg.InternalClientError):
+                # Seen when the database shut down while the connection sat in the pool:
+                # its FATAL message left asyncpg's protocol mid-operation. The connection
+                # is gone; the request is a 503, like any lost one.
+                raise ConnectionResetError("the database connection was left in an "
+                                           "unknown state") from exc
             raise
         return _Rows(compiled.rows(rows))
 
@@ -359,16 +358,15 @@ class SqlUnit:
             params = {"target": name, "txt": value, "at": at, "key": self._key(name),
                       "account": account_id,
                       **{f"audit_{k}": v for k, v in audit_row(event).items()}}
-            if not self._alone():  # in the transaction of the unit's writes before it
-                if not (await self._execute(RECORD_REPEAT, params)).scalar():
-                    return False
-                self._audited.append(event)
-                return True
-            # Its own transaction, committed now: the audit row counts at once.
-            if not (await self._alone_execute(RECORD_REPEAT, params)).scalar():
+            # Its own transaction unless it joins the one of the unit's writes before it.
+            alone = self._alone()
+            run = self._alone_execute if alone else self._execute
+            if not (await run(RECORD_REPEAT, params)).scalar():
                 return False
-            if self._on_audit is not None:
-                self._on_audit(event)
+            if not alone:
+                self._audited.append(event)  # heard when the unit commits
+            elif self._on_audit is not None:
+                self._on_audit(event)  # committed now: the audit row counts at once
             return True
         result = await self._execute(BUMP_LIVE_COUNTED,
                                      {"target": name, "txt": value, "at": at})
