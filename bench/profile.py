@@ -121,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples a second")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only the thread holding the GIL (Python's own CPU: "
+                             "no fsync or other thread waiting in a system call)")
     parser.add_argument("--no-dns-wait", action="store_true",
                         help="ACME_DELEGATE_WAIT_FOR_DNS=0: a 200 asks no nameserver first")
     args = parser.parse_args(argv)
@@ -140,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 recorder = subprocess.Popen(  # noqa: S603 - py-spy on our own child
                     [spy, "record", "--pid", str(served.pid), "--rate", str(args.rate),
                      "--format", "raw", "--output", str(raw), "--duration",
-                     str(int(args.seconds) + 2), "--nonblocking"],
+                     str(int(args.seconds) + 2), "--nonblocking",
+                     *(["--gil"] if args.gil else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 time.sleep(1)
                 result = asyncio.run(load(served, credentials, args.seconds, args.clients))

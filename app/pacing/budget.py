@@ -322,8 +322,16 @@ class LocalBoard:
         self._ids = itertools.count(1)
         self._spent: dict[str, deque[float]] = {}
         self._full_until = 0.0  # the window said no slot frees before then
+        # Tickets of the round under way: not in ``depth`` until it ends (see ``settle``).
+        self._in_round: set[int] = set()
 
     async def settle(self, work: Round) -> Settled:
+        try:
+            return await self._settle(work)
+        finally:
+            self._in_round = set()
+
+    async def _settle(self, work: Round) -> Settled:
         now = self._clock()
         for gone in [t for t in self._tickets.values() if t.expires <= now]:
             del self._tickets[gone.id]
@@ -348,6 +356,12 @@ class LocalBoard:
                     ticket_id, work.owner)
             claimed.owner, claimed.expires = work.owner, math.inf
             tickets[want.ref] = claimed.id
+        # Until the round ends its requests are the pump's (``RateBudget``: neither waiting
+        # nor granted yet), and an overload hint counts them as in flight: the depth it
+        # reads meanwhile must not count them again (it did: a round of 155 newcomers,
+        # slow to take the window on a loaded machine, told a burst's last clients 155
+        # places too late, a whole window).
+        self._in_round = set(tickets.values())
         queue = sorted(self._tickets.values(), key=_Ticket.order)
         places = [Place(t.id, t.lane, t.spender, t.owner is not None,
                         t.owner is not None or t.due - HOLD_EARLY <= now) for t in queue]
@@ -381,6 +395,7 @@ class LocalBoard:
         for place in granted:
             del self._tickets[place.id]
             self._spend(place.spender, now)
+        self._in_round = set()
         return Settled(tickets, [p.id for p in granted],
                        dict(zip([p.id for p in granted], slots, strict=True)), ahead, usage,
                        wait, self._depth())
@@ -394,7 +409,8 @@ class LocalBoard:
     def _depth(self) -> dict[Lane, int]:
         depth = dict.fromkeys(Lane, 0)
         for ticket in self._tickets.values():
-            depth[ticket.lane] += 1
+            if ticket.id not in self._in_round:
+                depth[ticket.lane] += 1
         return depth
 
     def _claim(self, want: Want) -> _Ticket | None:

@@ -355,3 +355,44 @@ async def test_an_overload_hint_counts_a_request_being_refused_once() -> None:
         await budget.acquire(max_wait=0)  # refused: its reservation waits in the queue
     # In flight: those two. Ahead of a newcomer: the reservation only.
     assert await budget.backlog(in_flight=2) == 2 * MINUTE
+
+
+class HeldWindow(LocalWindow):
+    """A window whose ``take`` waits until ``release`` is set: a round that takes long to
+    reach the database (a loaded machine), held under way."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def take(self, decide, answered=()):  # type: ignore[no-untyped-def]
+        self.entered.set()
+        await self.release.wait()
+        return await super().take(decide, answered)
+
+
+async def test_an_overload_hint_counts_the_requests_of_a_round_under_way_once() -> None:
+    """Requests whose round is under way are the pump's (neither waiting nor granted) and
+    a hint counts them as in flight; the board's depth, read meanwhile, must not count
+    their tickets again. Counted twice, a burst on a loaded machine told its last 38
+    clients a whole window late (296 s for a slot at about 240)."""
+    clock = FakeClock()
+    window = HeldWindow(clock)
+    budget = RateBudget(per_minute=1, per_hour=1000, window=window, clock=clock,
+                        sleep=clock.sleep)
+    window.release.set()
+    slot = await budget.acquire(max_wait=0)  # the minute's slot: the window is full
+    window.release.clear()
+    window.entered.clear()
+    waiters = [asyncio.create_task(budget.acquire(max_wait=10 * MINUTE)) for _ in range(3)]
+    budget.answered(slot)  # its stamp goes with their round: that round takes the window
+    await window.entered.wait()  # the round of those three is under way, held there
+    clock.now += 1.0  # the hint reads the board afresh (its copy is a second old)
+    # In flight: the answered request (settling) and the three. A newcomer is fourth in
+    # line: its slot is the fourth to free, a minute apart.
+    assert await budget.backlog(in_flight=4) == 4 * MINUTE - 1.0
+    window.release.set()
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
