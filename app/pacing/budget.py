@@ -574,12 +574,19 @@ class RateBudget:
         told = len(self._promised) + self._telling
         self._telling += 1
         try:
-            depth = await self._cached_depth()
-            ahead = (depth[Lane.REVOCATION] + depth[Lane.CLIENT] + len(self._new)
-                     + told + max(0, in_flight - self.waiting - self._still_sending()))
-            wait = await self._wait_behind(ahead, Lane.CLIENT)
+            await self._cached_depth()
+            ages = await self._recent_ages()
         finally:
             self._telling -= 1
+        # No await from here: the queue, the window and the requests in flight as they
+        # are now, one view. (Counted before the window was read, a request granted
+        # meanwhile was both a slot taken and one ahead: on a loaded machine, where the
+        # read waits seconds, a burst's last clients were told a window late.)
+        depth = self._depth[1] if self._depth is not None else dict.fromkeys(Lane, 0)
+        ahead = (depth[Lane.REVOCATION] + depth[Lane.CLIENT] + len(self._new)
+                 + told + max(0, in_flight - self.waiting - self._still_sending()))
+        held = max(self._blocked_until - self._clock(), 0.0)
+        wait = held + time_until_slot(ages, ahead, *self.limits(Lane.CLIENT))
         bisect.insort(self._promised, now + wait)
         return float(whole_seconds(wait, self.patience)) if wait > 0 else 0.0
 
@@ -766,19 +773,21 @@ class RateBudget:
             times[lane] = slot_times(ages, deepest + 1, *self.limits(lane))
         return [held + times[w.lane][w.ahead] for w in waiters]
 
-    async def _wait_behind(self, ahead: int, lane: Lane) -> float:
-        """Seconds until a slot comes for a request of ``lane`` with ``ahead`` before it."""
-        held = max(self._blocked_until - self._clock(), 0.0)
-        return held + time_until_slot(await self._recent_ages(), ahead, *self.limits(lane))
-
     async def _recent_ages(self) -> list[float]:
         """The window's ages, read at most once a second: a burst of arrivals must not
         queue one database read each (a hint rounded to whole seconds loses nothing), nor
         a crowd of concurrent callers start one read each before the first has answered."""
         async with self._reading:
-            now = self._clock()
-            if self._ages is None or now - self._ages[0] >= 1.0:
-                self._ages = (now, await self._board.ages())
-                return list(self._ages[1])
+            if self._ages is None or self._clock() - self._ages[0] >= 1.0:
+                for _ in range(3):
+                    # A round that ended during the read may have taken slots the read
+                    # did not see (and its own update of the copy is overwritten here):
+                    # read again, a few times at most.
+                    rounds = self.rounds
+                    self._ages = (self._clock(), await self._board.ages())
+                    if self.rounds == rounds:
+                        break
+            assert self._ages is not None
             read_at, ages = self._ages
+            now = self._clock()
             return [a + (now - read_at) for a in ages]

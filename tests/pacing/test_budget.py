@@ -396,3 +396,51 @@ async def test_an_overload_hint_counts_the_requests_of_a_round_under_way_once() 
     for waiter in waiters:
         waiter.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
+
+
+class SlowReadWindow(LocalWindow):
+    """A window whose ``ages`` (the read a hint makes) answers once ``release`` is set;
+    ``stale``: with what it held when asked (a database read that ran before a round's
+    commit and answered after it)."""
+
+    def __init__(self, clock: FakeClock, *, stale: bool = False) -> None:
+        super().__init__(clock)
+        self.stale = stale
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def ages(self) -> list[float]:
+        self.reading.set()
+        seen = await super().ages()
+        await self.release.wait()
+        return seen if self.stale else await super().ages()
+
+
+async def test_a_request_served_while_a_hint_reads_the_window_counts_once() -> None:
+    """A hint counts the queue and the requests in flight at the moment it reads the
+    window, not before: a request served while the read waits (seconds, on a loaded
+    machine) is a slot taken, not also one ahead."""
+    clock = FakeClock()
+    window = SlowReadWindow(clock)
+    budget = RateBudget(per_minute=1, per_hour=1000, window=window, clock=clock,
+                        sleep=clock.sleep)
+    hint = asyncio.create_task(budget.backlog(in_flight=1))
+    await window.reading.wait()
+    await budget.acquire(max_wait=0)  # the request in flight reaches the queue: served
+    window.release.set()
+    # Its slot frees in a minute, and the newcomer's turn is then.
+    assert await hint == MINUTE
+
+
+async def test_a_hint_reads_the_window_again_when_a_round_ended_during_the_read() -> None:
+    """A read of the window that answers after a round took a slot, without it, is read
+    again: else the newcomer would be told the slot is free now."""
+    clock = FakeClock()
+    window = SlowReadWindow(clock, stale=True)
+    budget = RateBudget(per_minute=1, per_hour=1000, window=window, clock=clock,
+                        sleep=clock.sleep)
+    hint = asyncio.create_task(budget.backlog(in_flight=1))
+    await window.reading.wait()
+    await budget.acquire(max_wait=0)
+    window.release.set()
+    assert await hint == MINUTE
