@@ -15,7 +15,10 @@ creates need at least ``(ceil(N / B) - 1)`` windows after the first instant (240
 1,000 at 240/min; the service's window is DigitalOcean's minute, a slot counting from
 when its request was answered; the naive N / B minutes is 250 s); 503s and retries;
 client-visible errors (anything but 200, or 503 with a Retry-After). ``--scale 0.3``
-runs 300 credentials (one window, about a minute).
+runs 300 credentials (one window, about a minute). ``--load N`` runs N busy loops (one
+process each) beside it for the whole run: a shared or slower machine, reproducibly
+(N = 4 on two cores gives the service about a third of a core); its result is
+``burst-load<N>.json``.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ import argparse
 import asyncio
 import math
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +132,22 @@ async def burst(served: Serve, credentials: Sequence[Credential], *, deadline_s:
     return stats, started
 
 
+@contextmanager
+def busy_loops(count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``count`` processes that do nothing but spin, for as long as the block runs."""
+    spinning = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(count)]
+    try:
+        yield spinning
+    finally:
+        for process in spinning:
+            process.kill()
+            process.wait()
+
+
 def run(*, scale: float = 1.0, credentials: int | None = None, budget: int = BUDGET,
         latency_ms: float = 100.0, max_attempts: int = 60, deadline_s: float = 900.0,
-        results_dir: Path | None = None, workdir: Path | None = None,
+        load: int = 0, results_dir: Path | None = None, workdir: Path | None = None,
         show_progress: bool = True, plot: bool = True) -> dict[str, Any]:
     n = credentials if credentials is not None else max(1, round(FULL * scale))
     work = workdir or workdir_for(NAME)
@@ -143,7 +162,7 @@ def run(*, scale: float = 1.0, credentials: int | None = None, budget: int = BUD
         # 1,000 hosts, so the per-address connection bound (32) would not apply to them.
         env = service_env(url, standin, do_rate_per_minute=str(budget),
                           max_connections_per_address=str(n + 64))
-        with Serve(env, work / "serve.log") as served:
+        with Serve(env, work / "serve.log") as served, busy_loops(load):
             stats, started = asyncio.run(burst(served, creds, deadline_s=deadline_s,
                                                max_attempts=max_attempts, progress=progress))
             finished = time.monotonic()
@@ -163,7 +182,8 @@ def run(*, scale: float = 1.0, credentials: int | None = None, budget: int = BUD
         "machine": machine(),
         "params": {"credentials": n, "scale": scale, "budget_per_minute": budget,
                    "do_latency_ms": latency_ms, "max_attempts": max_attempts,
-                   "deadline_s": deadline_s, "standin_limits": "250/min, 5000/h"},
+                   "deadline_s": deadline_s, "standin_limits": "250/min, 5000/h",
+                   "busy_loops": load},
         "credentials": n,
         "theory": ideal,
         "values_live": len(live_at),
@@ -197,9 +217,10 @@ def run(*, scale: float = 1.0, credentials: int | None = None, budget: int = BUD
         "wall_s": round(finished - started, 1),
         "serve_peak_rss_kb": rss,
     }
-    write_result(NAME, output, results_dir)
+    name = f"{NAME}-load{load}" if load else NAME
+    write_result(name, output, results_dir)
     if plot:
-        plot_result(NAME, output, results_dir, verbose=show_progress)
+        plot_result(name, output, results_dir, verbose=show_progress)
     return output
 
 
@@ -251,11 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="stand-in latency per DigitalOcean request")
     parser.add_argument("--max-attempts", type=int, default=60)
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds, in all")
+    parser.add_argument("--load", type=int, default=0,
+                        help="busy-loop processes beside the run (a loaded machine)")
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     result = run(scale=args.scale, credentials=args.credentials, budget=args.budget,
                  latency_ms=args.latency_ms, max_attempts=args.max_attempts,
-                 deadline_s=args.deadline, results_dir=args.results_dir)
+                 deadline_s=args.deadline, load=max(0, args.load),
+                 results_dir=args.results_dir)
     print(report(result))
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,16 @@ def test_burst(tmp_path: Path) -> None:
     assert result["theory"]["sliding_window_lower_bound_s"] == 0
     assert len(result["live_at_s"]) == 10 and result["time_to_all_live_s"] >= 0
     assert "Burst of 10" in burst.report(result)
+
+
+def test_burst_busy_loops_spin_while_the_run_lasts() -> None:
+    """``--load N``: N processes spinning for the whole run, and none left after it."""
+    from bench.burst import busy_loops
+
+    with busy_loops(2) as spinning:
+        time.sleep(0.2)
+        assert len(spinning) == 2 and all(p.poll() is None for p in spinning)
+    assert all(p.returncode is not None for p in spinning)
 
 
 def test_scale(tmp_path: Path) -> None:
