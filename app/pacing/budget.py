@@ -574,7 +574,7 @@ class RateBudget:
         told = len(self._promised) + self._telling
         self._telling += 1
         try:
-            await self._cached_depth()
+            await self._refresh_depth()
             ages = await self._recent_ages()
         finally:
             self._telling -= 1
@@ -590,13 +590,16 @@ class RateBudget:
         bisect.insort(self._promised, now + wait)
         return float(whole_seconds(wait, self.patience)) if wait > 0 else 0.0
 
-    async def _cached_depth(self) -> dict[Lane, int]:
-        """The board's depth, read at most once a second (one read for a crowd of
-        concurrent callers)."""
+    async def _refresh_depth(self) -> None:
+        """Read the board's depth if the copy is a second old (one read for a crowd of
+        concurrent callers). A round that ends during the read leaves a newer copy
+        (its own outcome): the read does not overwrite it."""
         async with self._reading:
             if self._depth is None or self._clock() - self._depth[0] >= 1.0:
-                self._depth = (self._clock(), await self._board.depth())
-            return self._depth[1]
+                rounds, read_at = self.rounds, self._clock()
+                depth = await self._board.depth()
+                if self.rounds == rounds or self._depth is None:
+                    self._depth = (read_at, depth)
 
     def _still_sending(self) -> int:
         """Requests served a slot that are likely still in flight, wanting no other: while

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from app.errors import BudgetExhausted
-from app.pacing.budget import HOUR, MINUTE, LocalWindow, RateBudget
+from app.pacing.budget import HOUR, MINUTE, LocalBoard, LocalWindow, RateBudget
 
 
 class FakeClock:
@@ -444,3 +444,45 @@ async def test_a_hint_reads_the_window_again_when_a_round_ended_during_the_read(
     await budget.acquire(max_wait=0)
     window.release.set()
     assert await hint == MINUTE
+
+
+class SlowDepthBoard(LocalBoard):
+    """A board whose ``depth`` answers, once ``release`` is set, with what it held when
+    asked (a database read that answered after a round ended)."""
+
+    def __init__(self, window: LocalWindow, clock: FakeClock) -> None:
+        super().__init__(window, clock)
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def depth(self) -> dict[Lane, int]:
+        seen = await super().depth()
+        self.reading.set()
+        await self.release.wait()
+        return seen
+
+
+async def test_a_hint_keeps_the_depth_a_round_left_during_its_read() -> None:
+    """A round that ends while a hint reads the board's depth leaves its own, newer
+    count: the read that answers after it must not replace it with an older one."""
+    clock = FakeClock()
+    board = SlowDepthBoard(LocalWindow(clock), clock)
+    budget = RateBudget(per_minute=1, per_hour=1000, board=board, clock=clock,
+                        sleep=clock.sleep)
+    await budget.acquire(max_wait=0)  # the minute's slot
+    clock.now += 1.0  # the copy of the depth is a second old: the hint reads the board
+    hint = asyncio.create_task(budget.backlog(in_flight=2))
+    await board.reading.wait()
+    rounds = budget.rounds
+    waiters = [asyncio.create_task(budget.acquire(max_wait=10 * MINUTE)) for _ in range(2)]
+    for _ in range(100):  # the two reach the queue, in a round of their own
+        if budget.rounds > rounds:
+            break
+        await asyncio.sleep(0)
+    assert budget.rounds > rounds
+    board.release.set()
+    # Both wait ahead of the newcomer: the slot frees in 59 s, then a minute apart.
+    assert await hint == 3 * MINUTE - 1
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
