@@ -326,12 +326,6 @@ class LocalBoard:
         self._in_round: set[int] = set()
 
     async def settle(self, work: Round) -> Settled:
-        try:
-            return await self._settle(work)
-        finally:
-            self._in_round = set()
-
-    async def _settle(self, work: Round) -> Settled:
         now = self._clock()
         for gone in [t for t in self._tickets.values() if t.expires <= now]:
             del self._tickets[gone.id]
@@ -356,12 +350,6 @@ class LocalBoard:
                     ticket_id, work.owner)
             claimed.owner, claimed.expires = work.owner, math.inf
             tickets[want.ref] = claimed.id
-        # Until the round ends its requests are the pump's (``RateBudget``: neither waiting
-        # nor granted yet), and an overload hint counts them as in flight: the depth it
-        # reads meanwhile must not count them again (it did: a round of 155 newcomers,
-        # slow to take the window on a loaded machine, told a burst's last clients 155
-        # places too late, a whole window).
-        self._in_round = set(tickets.values())
         queue = sorted(self._tickets.values(), key=_Ticket.order)
         places = [Place(t.id, t.lane, t.spender, t.owner is not None,
                         t.owner is not None or t.due - HOLD_EARLY <= now) for t in queue]
@@ -384,8 +372,17 @@ class LocalBoard:
             decide(Usage(1 << 30, 0, 0.0, 0.0))
             wait = max(self._full_until - now, 0.0)
         else:
-            usage, slots = await self._window.take(
-                (lambda _: []) if idle else decide, work.answered)
+            # While the window is taken (the round's one wait) its requests are the pump's
+            # (``RateBudget``: neither waiting nor granted yet), and an overload hint
+            # counts them as in flight: the depth it reads meanwhile must not count them
+            # again (it did: a round of 155 newcomers, slow to take the window on a loaded
+            # machine, told a burst's last clients 155 places too late, a whole window).
+            self._in_round = set(tickets.values())
+            try:
+                usage, slots = await self._window.take(
+                    (lambda _: []) if idle else decide, work.answered)
+            finally:
+                self._in_round = set()
             if idle:
                 decide(Usage(1 << 30, 0, 0.0, 0.0))  # where each stands; nobody goes
             after = Usage(usage.minute + len(granted), usage.hour + len(granted),
@@ -395,7 +392,6 @@ class LocalBoard:
         for place in granted:
             del self._tickets[place.id]
             self._spend(place.spender, now)
-        self._in_round = set()
         return Settled(tickets, [p.id for p in granted],
                        dict(zip([p.id for p in granted], slots, strict=True)), ahead, usage,
                        wait, self._depth())
@@ -585,8 +581,7 @@ class RateBudget:
         depth = self._depth[1] if self._depth is not None else dict.fromkeys(Lane, 0)
         ahead = (depth[Lane.REVOCATION] + depth[Lane.CLIENT] + len(self._new)
                  + told + max(0, in_flight - self.waiting - self._still_sending()))
-        held = max(self._blocked_until - self._clock(), 0.0)
-        wait = held + time_until_slot(ages, ahead, *self.limits(Lane.CLIENT))
+        wait = self._held_for() + time_until_slot(ages, ahead, *self.limits(Lane.CLIENT))
         bisect.insort(self._promised, now + wait)
         return float(whole_seconds(wait, self.patience)) if wait > 0 else 0.0
 
@@ -768,13 +763,17 @@ class RateBudget:
             waiter.done.set_exception(BudgetExhausted(told))
 
     async def _estimates(self, waiters: Sequence[_Waiter]) -> list[float]:
-        held = max(self._blocked_until - self._clock(), 0.0)
+        held = self._held_for()
         ages = await self._recent_ages()
         times: dict[Lane, list[float]] = {}
         for lane in {w.lane for w in waiters}:
             deepest = max(w.ahead for w in waiters if w.lane is lane)
             times[lane] = slot_times(ages, deepest + 1, *self.limits(lane))
         return [held + times[w.lane][w.ahead] for w in waiters]
+
+    def _held_for(self) -> float:
+        """Seconds until DigitalOcean's own hold on the token ends (``observe``): 0 if none."""
+        return max(self._blocked_until - self._clock(), 0.0)
 
     async def _recent_ages(self) -> list[float]:
         """The window's ages, read at most once a second: a burst of arrivals must not
