@@ -60,9 +60,10 @@ class Unit(Protocol):
     - everything it writes from its first write to ``commit`` is one transaction,
       committed together or not at all;
     - except a ``record_repeat`` that comes before any other write: the store may make it
-      a transaction of its own, committed before it returns True (PostgreSQL does: one
-      statement), so a unit that fails after it keeps it. A repeat is a whole request:
-      nothing is meant to follow it but ``commit``;
+      a transaction apart from the unit's, committed before it returns True (the SQL
+      store does: one shared with the repeats of other units that came at the same time,
+      ``app.db.batches``), so a unit that fails after it keeps it. A repeat is a whole
+      request: nothing is meant to follow it but ``commit``;
     - each ``record_repeat`` on its own is all or nothing;
     - reads (``account``) see committed data and need not be in the transaction (they
       may come before it begins).

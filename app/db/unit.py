@@ -14,13 +14,22 @@ unit sets the connection's busy timeout to 0 while it has it, and waits for the 
 with the loop free (``_LoopSqlite``); the engine's connections never checkpoint by
 themselves, the WAL sync's thread does (``app.db.durable``).
 
+A request's first steps go to the store's batches (``app.db.batches``, ``UnitBatches``):
+its account read, and its repeat if nothing of its own came before. Concurrent
+requests' reads then share one trip, and their repeats one transaction: one checkout,
+one commit (and, on SQLite, one wait for the WAL's sync) for the batch. A unit that
+took those steps alone took a connection for each, and that, not the statements, was
+most of what a repeat cost.
+
 On PostgreSQL every round trip costs CPU on both sides (the database shares the
-machine), so a repeat is two: the account, read outside any transaction, then
-``RECORD_REPEAT``, the whole repeat in one statement, its own transaction. Both go to
-the checked-out connection's asyncpg connection directly, compiled once (SQLAlchemy's
-asyncpg adapter would send a BEGIN before the first and a COMMIT after the last). Any
-other write (a refusal's audit row, ``settle``, a key rehash) goes through SQLAlchemy,
-which begins a transaction at the first of them; ``commit`` ends it."""
+machine), so a repeat is two, each shared with its batch: the accounts, read outside
+any transaction, then ``RECORD_REPEAT`` once per repeat, the whole repeat in one
+statement that never waits on a lock, in one pipeline (asyncpg's ``fetchmany``: one
+implicit transaction). Both go to the checked-out connection's asyncpg connection
+directly, compiled once (SQLAlchemy's asyncpg adapter would send a BEGIN before the
+first and a COMMIT after the last). Any other write (a refusal's audit row, ``settle``,
+a key rehash) goes through SQLAlchemy, which begins a transaction at the first of them;
+``commit`` ends it."""
 
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ import time
 import weakref
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -54,7 +64,9 @@ from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.core.models import Account, AuditEvent, ValueState
+from app.db.batches import Batches
 from app.db.engine import BUSY_TIMEOUT_MS, sqlite3_of, unavailable
+from app.db.locks import advisory_key
 from app.db.tables import AccountRow, AuditRow, TxtValueRow
 
 _accounts = cast(Table, AccountRow.__table__)
@@ -67,9 +79,20 @@ BUMP_LIVE = (update(_values)
                     _values.c.state == ValueState.LIVE.value)
              .values(updated_at=bindparam("at")))
 # PostgreSQL: the same, only if the name's transaction-level advisory lock is free (then
-# held until the commit): one round trip for "lock, check, bump".
-BUMP_LIVE_LOCKED = BUMP_LIVE.where(
-    func.pg_try_advisory_xact_lock(bindparam("key", type_=BigInteger)))
+# held until the commit) and nobody holds a lock on the value's row or the account's
+# (``SKIP LOCKED``: then locked until the commit): one round trip for "lock, check,
+# bump" that never waits on a lock. A repeat is batched with other requests'
+# (``app.db.batches``): one waiting would hold up all of them.
+_FREE_ACCOUNT = exists(select(_accounts.c.id).where(_accounts.c.id == bindparam("account"))
+                       .with_for_update(skip_locked=True))
+_FREE_LIVE = (select(_values.c.id)
+              .where(_values.c.name == bindparam("target"), _values.c.value == bindparam("txt"),
+                     _values.c.state == ValueState.LIVE.value)
+              .with_for_update(skip_locked=True))
+BUMP_LIVE_LOCKED = (update(_values)
+                    .where(_values.c.id.in_(_FREE_LIVE), _FREE_ACCOUNT,
+                           func.pg_try_advisory_xact_lock(bindparam("key", type_=BigInteger)))
+                    .values(updated_at=bindparam("at")))
 SETTLE = (update(_values).where(_values.c.id == bindparam("value_id"))
           .values(state=bindparam("live"), record_id=bindparam("rid"),
                   updated_at=bindparam("settled_at")))
@@ -105,10 +128,11 @@ SAME_REFUSAL = (
 REPEAT = (update(_audit).where(_audit.c.id == bindparam("row_id"))
           .values(count=_audit.c.count + 1, last_at=bindparam("repeat_at")))
 
-# PostgreSQL: a whole repeat in one statement, so in one transaction of its own: the bump
-# (only if the name's advisory lock is free: a session holding it, ``name_lock``'s, works
-# on the name), and only if it matched, last-used and the audit row (data-modifying WITHs
-# run once each, whether or not the statement reads them). True if it matched.
+# PostgreSQL: a whole repeat in one statement: the bump (only if the name's advisory lock
+# is free: a session holding it, ``name_lock``'s, works on the name; and only if no row
+# it needs is locked), and only if it matched, last-used and the audit row
+# (data-modifying WITHs run once each, whether or not the statement reads them). True if
+# it matched.
 # Named parameters that no column of txt_values or accounts is called, as above.
 _bumped = BUMP_LIVE_LOCKED.returning(_values.c.id).cte("bumped")
 _matched = exists(select(_bumped.c.id))
@@ -240,11 +264,40 @@ class _LoopSqlite:
             self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
+def _repeat_params(repeat: Repeat) -> dict[str, Any]:
+    """``RECORD_REPEAT``'s parameters."""
+    return {"target": repeat.name, "txt": repeat.value, "at": repeat.at,
+            "key": advisory_key(repeat.name), "account": repeat.account_id,
+            **{f"audit_{k}": v for k, v in audit_row(repeat.event).items()}}
+
+
 def audit_row(event: AuditEvent) -> dict[str, Any]:
     return {"at": event.at, "event": event.event, "outcome": event.outcome,
             "username": event.username, "client": event.client[:64] if event.client else None,
             "name": event.name, "value_fingerprint": event.value_fingerprint,
             "detail": event.detail[:200] if event.detail else None}
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """A ``record_repeat`` waiting for its batch."""
+
+    name: str
+    value: str
+    at: datetime
+    account_id: int
+    event: AuditEvent
+
+
+@dataclass(frozen=True, slots=True)
+class UnitBatches:
+    """What units that have not begun a transaction of their own hand to a store-wide
+    batch (``app.db.batches``): the account reads, and the repeats, of concurrent
+    requests. Each batch runs in a unit of its own (``SqlUnit.accounts_named``,
+    ``SqlUnit.record_repeats``)."""
+
+    accounts: Batches[str, Any]  # a username: its row, or None
+    repeats: Batches[Repeat, bool]
 
 
 class SqlUnit:
@@ -256,18 +309,18 @@ class SqlUnit:
     when it joins one) releases it, crash included, with no statement of its own."""
 
     def __init__(self, engine: AsyncEngine, *, local: Any, postgres: bool,
-                 advisory_key: Callable[[str], int],
                  to_account: Callable[[Any], Account],
                  on_audit: Callable[[AuditEvent], None] | None,
-                 durable: Callable[[], Awaitable[None]] | None = None) -> None:
+                 durable: Callable[[], Awaitable[None]] | None = None,
+                 batches: UnitBatches | None = None) -> None:
         self._engine = engine
+        self._batches = batches
         self._conn: AsyncConnection | None = None  # taken at the first statement
         self._sqlite: _LoopSqlite | None = None  # its sqlite3 connection, on SQLite
         self._pg: Any = None  # its driver's (an asyncpg connection), on PostgreSQL
         self._pooled: PoolProxiedConnection | None = None  # the pool's handle on it
         self._local = local
         self._postgres = postgres
-        self._key = advisory_key
         self._to_account = to_account
         self._on_audit = on_audit
         self._durable = durable
@@ -305,26 +358,29 @@ class SqlUnit:
             await conn.execute(TOUCH, touch)  # kept in order with what follows
         return await conn.execute(statement, params)
 
-    def _alone(self) -> bool:
-        """PostgreSQL, and nothing of this unit's transaction begun or waiting to be sent:
-        a statement now may be a transaction of its own."""
-        return (self._postgres and self._touch is None
-                and (self._conn is None or not self._conn.in_transaction()))
+    def _untouched(self) -> bool:
+        """Nothing of this unit's own begun (no connection taken, nothing waiting to be
+        sent): its read or repeat may go to the store-wide batch."""
+        return self._batches is not None and self._conn is None and self._touch is None
 
-    async def _alone_execute(self, statement: Any, params: dict[str, Any]) -> _Rows:
-        """One statement on the asyncpg connection, outside any transaction (so its own),
-        compiled once: one round trip. SQLAlchemy never sees it, so what it would do on a
-        failure is done here: a lost connection leaves the pool, and the pool's older
-        ones are replaced at their next checkout (the database restarted, likely). Any
-        other failure but the database's own answer (an error it reported, after which
-        the connection is ready again) leaves this connection's state unknown: a
-        statement cancelled with its request, or one interrupted while the database shut
-        down (asyncpg then refuses the connection's next statement, "another operation is
-        in progress"). That connection leaves the pool too, as SQLAlchemy does."""
+    async def _fetch_many(self, statement: Any, many: Sequence[dict[str, Any]]) -> _Rows:
+        """PostgreSQL: one statement run once per parameter set, outside any transaction
+        of this unit, compiled once: one round trip (asyncpg's ``fetchmany``: one
+        pipeline ending in one Sync, so the whole is one implicit transaction, committed
+        or rolled back together), the rows of every run in order. SQLAlchemy never sees
+        it, so what it would do on a failure is done here: a lost connection leaves the
+        pool, and the pool's older ones are replaced at their next checkout (the database
+        restarted, likely). Any other failure but the database's own answer (an error it
+        reported, after which the connection is ready again) leaves this connection's
+        state unknown: a statement cancelled with its request, or one interrupted while
+        the database shut down (asyncpg then refuses the connection's next statement,
+        "another operation is in progress"). That connection leaves the pool too, as
+        SQLAlchemy does."""
         conn = await self._connect()
         compiled = _for_driver(statement, self._engine.dialect)
         try:
-            rows = await self._pg.fetch(compiled.sql, *compiled.parameters(params))
+            rows = await self._pg.fetchmany(
+                compiled.sql, [compiled.parameters(params) for params in many])
         except BaseException as exc:
             lost = unavailable(exc)
             if lost and self._pooled is not None:
@@ -342,11 +398,25 @@ class SqlUnit:
         return _Rows(compiled.rows(rows))
 
     async def account(self, username: str) -> Account | None:
-        params = {"username": username}
-        rows = (await self._alone_execute(ACCOUNT_BY_USERNAME, params) if self._alone()
-                else await self._execute(ACCOUNT_BY_USERNAME, params))
-        row = rows.first()
+        if self._untouched():
+            assert self._batches is not None
+            row = await self._batches.accounts(username)
+        else:
+            row = (await self._execute(ACCOUNT_BY_USERNAME, {"username": username})).first()
         return self._to_account(row) if row is not None else None
+
+    async def accounts_named(self, usernames: Sequence[str]) -> list[Any]:
+        """A batch of account reads (``UnitBatches.accounts``): each username's row or
+        None, in order, in one trip."""
+        wanted = list(dict.fromkeys(usernames))
+        if self._postgres:
+            rows = (await self._fetch_many(ACCOUNT_BY_USERNAME,
+                                           [{"username": u} for u in wanted]))._rows
+        else:
+            rows = [row for u in wanted for row in
+                    (await self._execute(ACCOUNT_BY_USERNAME, {"username": u}))._rows]
+        found = {row.username: row for row in rows}
+        return [found.get(u) for u in usernames]
 
     async def record_repeat(self, name: str, value: str, at: datetime, *, account_id: int,
                             event: AuditEvent) -> bool:
@@ -354,27 +424,46 @@ class SqlUnit:
         if lock is None:
             return False  # another request of this process works on the name
         self._held.append((name, lock))
+        repeat = Repeat(name, value, at, account_id, event)
+        if self._untouched():
+            # Committed with the batch's other repeats before this returns (the name stays
+            # this unit's until it ends, so no other unit of this process is in the batch
+            # for it).
+            assert self._batches is not None
+            return await self._batches.repeats(repeat)
         if self._postgres:
-            params = {"target": name, "txt": value, "at": at, "key": self._key(name),
-                      "account": account_id,
-                      **{f"audit_{k}": v for k, v in audit_row(event).items()}}
-            # Its own transaction unless it joins the one of the unit's writes before it.
-            alone = self._alone()
-            run = self._alone_execute if alone else self._execute
-            if not (await run(RECORD_REPEAT, params)).scalar():
+            # Joins the transaction of the unit's writes before it.
+            if not (await self._execute(RECORD_REPEAT, _repeat_params(repeat))).scalar():
                 return False
-            if not alone:
-                self._audited.append(event)  # heard when the unit commits
-            elif self._on_audit is not None:
-                self._on_audit(event)  # committed now: the audit row counts at once
+            self._audited.append(event)  # heard when the unit commits
             return True
+        return await self._sqlite_repeat(repeat)
+
+    async def _sqlite_repeat(self, repeat: Repeat) -> bool:
         result = await self._execute(BUMP_LIVE_COUNTED,
-                                     {"target": name, "txt": value, "at": at})
+                                     {"target": repeat.name, "txt": repeat.value,
+                                      "at": repeat.at})
         if not getattr(result, "rowcount", 0):
             return False
-        await self.touch_account(account_id, at)
-        await self.audit(event)
+        await self.touch_account(repeat.account_id, repeat.at)
+        await self.audit(repeat.event)
         return True
+
+    async def record_repeats(self, repeats: Sequence[Repeat]) -> list[bool]:
+        """A batch of repeats (``UnitBatches.repeats``), each as ``record_repeat`` would
+        record it, all in one transaction: on PostgreSQL one round trip, committed when
+        this returns; on SQLite one commit (the unit's) and one wait for the WAL's sync,
+        with the unit's end. The callers hold their names' locks in this process."""
+        if not self._postgres:
+            return [await self._sqlite_repeat(repeat) for repeat in repeats]
+        rows = (await self._fetch_many(RECORD_REPEAT,
+                                       [_repeat_params(r) for r in repeats]))._rows
+        recorded = [bool(row[0]) for row in rows]
+        if self._on_audit is not None:
+            for repeat, done in zip(repeats, recorded, strict=True):
+                if done:
+                    self._on_audit(repeat.event)  # committed now: the audit row counts
+        return recorded
 
     async def touch_account(self, account_id: int, at: datetime) -> None:
         touch = {"account_id": account_id, "used_at": at}

@@ -3,6 +3,7 @@ account whose one value is live."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -25,13 +26,15 @@ async def store_on(database_url: str) -> AsyncIterator[SqlStore]:
         await engine.dispose()
 
 
-async def live_account(store: SqlStore) -> Account:
-    """An account at NAME whose value VALUE is live (record 4242)."""
+async def live_account(store: SqlStore, host: str = "www") -> Account:
+    """An account at NAME (or ``_acme-challenge.<host>.example.com``) whose value VALUE
+    is live (record 4242)."""
+    name = f"_acme-challenge.{host}.example.com"
     account = await store.add_account(NewAccount(
-        username="0f8e2f7a-1a53-4a43-8e0b-2f0f2d6e8c31", key_hash="h" * 64, label="www",
-        name=NAME, zone="example.com", mode=Mode.DIRECT, domain="www.example.com",
+        username=str(uuid.uuid5(uuid.NAMESPACE_DNS, name)), key_hash="h" * 64, label=host,
+        name=name, zone="example.com", mode=Mode.DIRECT, domain=f"{host}.example.com",
         allowfrom=(), note=None, created_at=datetime(2026, 1, 1, tzinfo=UTC)))
-    value = await store.add_value(name=NAME, zone="example.com", value=VALUE,
+    value = await store.add_value(name=name, zone="example.com", value=VALUE,
                                   account_id=account.id, at=datetime(2026, 1, 2, tzinfo=UTC))
     async with store.unit() as unit:
         await unit.settle(value.id, 4242, datetime(2026, 1, 2, tzinfo=UTC))

@@ -332,44 +332,40 @@ async def test_a_postgres_connection_lost_mid_unit_is_unavailable_and_left_behin
 
 
 @pytest.mark.postgres
-async def test_a_postgres_repeat_cancelled_mid_statement_writes_nothing_and_harms_no_one(
-        postgres_url: str) -> None:
-    """A request cancelled while its repeat's statement waits (here on a row another
-    session has locked): the database cancels the statement, so nothing is written, and
-    the connection serves the next unit at once (a pool of one)."""
-    engine = create_engine(postgres_url, pool_size=1, ping_idle=3600)
+@pytest.mark.parametrize("locked", ["txt_values", "accounts"])
+async def test_a_postgres_repeat_never_waits_on_a_locked_row(postgres_url: str,
+                                                             locked: str) -> None:
+    """Repeats are batched (app.db.batches): one that waited on a row another session has
+    locked (the value's, or its account's) would hold up every request in its batch and
+    behind it. It answers False at once instead (the request then takes the name's lock
+    and waits on its own, as a new value would), and writes nothing; a repeat at another
+    name in the same batch goes through."""
+    engine = create_engine(postgres_url, ping_idle=3600)
     other = create_engine(postgres_url, pool=False)
     try:
         store = SqlStore(engine)
         account = await live_account(store)
+        neighbour = await live_account(store, "other")
         (before,) = await store.values_at(NAME)
         at = datetime.now(UTC)
 
-        async def repeat() -> bool:
+        async def repeat(name: str, account_id: int) -> bool:
             async with store.unit() as unit:
-                return await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
+                return await unit.record_repeat(name, VALUE, at, account_id=account_id,
                                                 event=event(at))
 
         async with other.connect() as blocker:
-            await blocker.execute(text("SELECT id FROM txt_values FOR UPDATE"))
-            waiting = asyncio.ensure_future(repeat())
-            await asyncio.sleep(0.5)
-            assert not waiting.done()
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-            async with other.connect() as watcher:  # until the statement no longer waits
-                for _ in range(50):
-                    waits = (await watcher.execute(text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-                        " current_database() AND wait_event_type = 'Lock'"))).scalar()
-                    if not waits:
-                        break
-                    await asyncio.sleep(0.1)
-                assert not waits
+            await blocker.execute(text(f"SELECT id FROM {locked} WHERE id = :id FOR UPDATE"),
+                                  {"id": before.id if locked == "txt_values" else account.id})
+            mine, theirs = await asyncio.wait_for(asyncio.gather(
+                repeat(NAME, account.id),
+                repeat("_acme-challenge.other.example.com", neighbour.id)), 5)
+            assert (mine, theirs) == (False, True)
             await blocker.rollback()
-        await nothing_recorded(store, account, before)
-        assert await asyncio.wait_for(repeat(), 5)
+        assert await store.values_at(NAME) == [before]
+        assert (await store.get_account(account.username)).last_used_at is None  # type: ignore[union-attr]
+        assert len(await store.audit_events(AuditQuery(event="update"))) == 1  # theirs
+        assert await asyncio.wait_for(repeat(NAME, account.id), 5)
     finally:
         await engine.dispose()
         await other.dispose()
@@ -387,7 +383,7 @@ async def test_a_postgres_connection_left_mid_operation_is_unavailable_and_left_
     try:
         store = SqlStore(engine)
         account = await live_account(store)
-        real_fetch = asyncpg.connection.Connection.fetch
+        real_fetch = asyncpg.connection.Connection.fetchmany
         confused: list[object] = []
 
         async def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -397,7 +393,7 @@ async def test_a_postgres_connection_left_mid_operation_is_unavailable_and_left_
                     "cannot switch to state 12; another operation (2) is in progress")
             return await real_fetch(self, *args, **kwargs)
 
-        monkeypatch.setattr(asyncpg.connection.Connection, "fetch", fetch)
+        monkeypatch.setattr(asyncpg.connection.Connection, "fetchmany", fetch)
         with pytest.raises(Exception) as failed:
             async with store.unit() as unit:
                 await unit.account(account.username)

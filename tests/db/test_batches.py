@@ -1,0 +1,132 @@
+"""Group commit for statements (app.db.batches): who shares a batch, and what a failure
+or a cancellation does to the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from app.core.models import AuditEvent, AuditQuery
+from app.db.batches import Batches
+from app.db.store import SqlStore
+from tests.db.rows import VALUE, live_account
+
+
+class Recorder:
+    """A run function that records its batches and can be held, or made to fail once."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail: Exception | None = None
+
+    async def __call__(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        await self.release.wait()
+        if self.fail is not None:
+            failure, self.fail = self.fail, None  # this batch only
+            raise failure
+        return [item * 10 for item in items]
+
+
+async def test_calls_made_while_a_batch_runs_share_the_next_one() -> None:
+    run = Recorder()
+    batches = Batches(run)
+    run.release.clear()
+    first = asyncio.ensure_future(batches(1))
+    await asyncio.sleep(0)  # the first batch has started, with the one call made so far
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(batches(n)) for n in (2, 3, 4)]
+    await asyncio.sleep(0)
+    run.release.set()
+    assert await first == 10
+    assert await asyncio.gather(*rest) == [20, 30, 40]
+    assert run.batches == [[1], [2, 3, 4]]
+    assert (batches.batches, batches.items) == (2, 4)
+
+
+async def test_calls_made_on_the_same_turn_share_a_batch() -> None:
+    run = Recorder()
+    batches = Batches(run)
+    assert await asyncio.gather(*(batches(n) for n in range(5))) == [0, 10, 20, 30, 40]
+    assert run.batches == [[0, 1, 2, 3, 4]]
+
+
+async def test_a_failed_batch_fails_its_calls_only() -> None:
+    run = Recorder()
+    batches = Batches(run)
+    run.release.clear()
+    run.fail = ConnectionResetError("the database went away")
+    doomed = [asyncio.ensure_future(batches(n)) for n in (1, 2)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    later = asyncio.ensure_future(batches(3))
+    await asyncio.sleep(0)
+    run.release.set()
+    for call in doomed:
+        with pytest.raises(ConnectionResetError):
+            await call
+    assert await later == 30
+    assert run.batches == [[1, 2], [3]]
+
+
+async def test_a_cancelled_call_is_left_out_or_does_not_stop_its_batch() -> None:
+    run = Recorder()
+    batches = Batches(run)
+    run.release.clear()
+    running = asyncio.ensure_future(batches(1))
+    neighbour = asyncio.ensure_future(batches(2))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # both in the running batch
+    queued = asyncio.ensure_future(batches(3))
+    kept = asyncio.ensure_future(batches(4))
+    await asyncio.sleep(0)
+    running.cancel()  # during its batch
+    queued.cancel()  # before its batch
+    await asyncio.sleep(0)
+    run.release.set()
+    assert await neighbour == 20
+    assert await kept == 40
+    assert running.cancelled() and queued.cancelled()
+    assert run.batches == [[1, 2], [4]]
+
+
+async def test_a_batch_that_answers_too_few_results_fails_every_call() -> None:
+    async def short(items: Sequence[int]) -> list[int]:
+        return list(items)[:-1]
+
+    batches = Batches(short)
+    calls = [asyncio.ensure_future(batches(n)) for n in (1, 2)]
+    for call in calls:
+        with pytest.raises(RuntimeError, match="answered 1 results"):
+            await call
+
+
+async def test_concurrent_repeats_share_one_transaction_and_each_is_recorded(
+        store: SqlStore) -> None:
+    """Eight requests' repeats at eight names: fewer batches than repeats (one trip
+    each), and every repeat has its value bumped, its last-used and its audit row."""
+    accounts = [await live_account(store, f"h{i}") for i in range(8)]
+    at = datetime.now(UTC)
+
+    async def repeat(host: str, account_id: int) -> bool:
+        name = f"_acme-challenge.{host}.example.com"
+        async with store.unit() as unit:
+            return await unit.record_repeat(
+                name, VALUE, at, account_id=account_id, event=AuditEvent(
+                    at=at, event="update", outcome="ok", username=None, client=None,
+                    name=name, value_fingerprint=None, detail=None))
+
+    assert await asyncio.gather(*(repeat(f"h{i}", a.id) for i, a in enumerate(accounts)))
+    batches = store._batches
+    assert batches is not None and batches.repeats.items == 8
+    assert batches.repeats.batches < 8
+    for i, account in enumerate(accounts):
+        (value,) = await store.values_at(f"_acme-challenge.h{i}.example.com")
+        assert value.updated_at == at
+        assert (await store.get_account(account.username)).last_used_at == at  # type: ignore[union-attr]
+    assert len(await store.audit_events(AuditQuery(event="update"))) == 8
