@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import signal
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -145,10 +147,28 @@ class HeadTimeoutProtocol(H11Protocol):
             self.transport.close()
 
 
+def settle_heap() -> None:
+    """What was built to start (modules, the app, its services) lives as long as the
+    process: collect once, then freeze it out of the garbage collector's view, so that a
+    full collection walks only what was made since. Without it a full collection walked
+    the whole heap, ~100 ms with the loop held (every request in flight waited: the
+    repeat path's p99 at 16 clients in bench.overhead), every few tens of thousands of
+    requests."""
+    gc.collect()
+    gc.freeze()
+
+
 class Server(uvicorn.Server):
     """uvicorn's server, except that a SIGTERM or SIGINT ends ``serve()`` normally after
     the drain instead of being raised again: the caller then closes its database pool and
-    the process exits 0 (uvicorn re-raises the signal, which kills the process first)."""
+    the process exits 0 (uvicorn re-raises the signal, which kills the process first).
+    Once started (the app's lifespan run, its sockets bound) it settles the heap
+    (``settle_heap``)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            settle_heap()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
