@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Coroutine
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import fastapi.routing
 from fastapi import Depends, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
@@ -120,16 +123,31 @@ class UnitOfWorkRoute(APIRoute):
 
     What a dependency with ``yield`` (``scope="function"``) guarantees too, but FastAPI
     wraps each such dependency in two context managers, an exit stack and an anyio cancel
-    scope: ~90 µs a request, measured, against a plain ``async def`` dependency."""
+    scope: ~90 µs a request, measured, against a plain ``async def`` dependency.
+
+    The routes' dependencies are all of one shape (``async def f(request)``), and such a
+    route is called with them directly (``_direct_call``); FastAPI's own solver, which
+    builds a ``Response`` and reads the query, headers and cookies for each dependant,
+    serves any other shape, and every request while ``app.dependency_overrides`` holds
+    anything."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+        solved = super().get_route_handler()
+        # An included route's handler is built for its include (FastAPI keeps what the
+        # include adds, its dependencies say, in a context of its own): that dependant.
+        context = getattr(fastapi.routing, "_effective_route_context_var", None)
+        effective = context.get() if context is not None else None
+        route: Any = effective if getattr(effective, "original_route", None) is self else self
+        direct = _direct_call(route.dependant)
 
         async def handle(request: Request) -> Response:
             scope = request.scope
             scope[_UNIT_EXIT] = None
             try:
-                response = await handler(request)
+                if direct is not None and not request.app.dependency_overrides:
+                    response = await direct(request)
+                else:
+                    response = await solved(request)
             except BaseException as exc:
                 end = scope.pop(_UNIT_EXIT, None)
                 if end is not None and await end(type(exc), exc, exc.__traceback__):
@@ -141,6 +159,50 @@ class UnitOfWorkRoute(APIRoute):
             return response
 
         return handle
+
+
+def _direct_call(dependant: Dependant) -> Callable[[Request], Awaitable[Response]] | None:
+    """An endpoint whose parameters are the ``Request`` and dependencies that take nothing
+    but the ``Request`` (``async def``, no parameters of their own, no sub-dependencies),
+    and that returns a ``Response``: a call with those dependencies resolved in order,
+    each once, as FastAPI would resolve them. None for any other shape."""
+
+    def request_only(d: Dependant) -> bool:
+        return not (d.path_params or d.query_params or d.header_params or d.cookie_params
+                    or d.body_params or d.websocket_param_name
+                    or d.http_connection_param_name or d.response_param_name
+                    or d.background_tasks_param_name or d.security_scopes_param_name)
+
+    subs = dependant.dependencies
+    endpoint = dependant.call
+    if (endpoint is None or not inspect.iscoroutinefunction(endpoint)
+            or not request_only(dependant)
+            or not all(request_only(d) and not d.dependencies and d.name is not None
+                       and d.request_param_name is not None and d.use_cache
+                       and inspect.iscoroutinefunction(d.call) for d in subs)):
+        return None
+    steps: list[tuple[str, Callable[..., Awaitable[Any]], str]] = [
+        (d.name, d.call, d.request_param_name) for d in subs  # type: ignore[misc]
+    ]
+    own_request = dependant.request_param_name
+    run: Callable[..., Awaitable[Any]] = endpoint
+
+    async def call(request: Request) -> Response:
+        values: dict[str, Any] = {}
+        known: dict[Any, Any] = {}
+        for name, dependency, request_name in steps:
+            if dependency not in known:
+                known[dependency] = await dependency(**{request_name: request})
+            values[name] = known[dependency]
+        if own_request is not None:
+            values[own_request] = request
+        response = await run(**values)
+        if not isinstance(response, Response):
+            raise TypeError(f"{run.__name__} answered {type(response).__name__}, "
+                            "not a Response")
+        return response
+
+    return call
 
 
 async def _open_unit(request: Request, services: Services) -> Unit:
