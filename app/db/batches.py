@@ -12,22 +12,31 @@ The run function gets the items in order and answers one result each, in that or
 it raises, every call of that batch raises it (the batch is one transaction: none of it
 happened). A caller cancelled before its batch started is left out; one cancelled
 during its batch does not stop the batch (the others wait on it), and the result is
-dropped.
+dropped. ``idle``, if given, is awaited whenever no call is left waiting (what the run
+function holds between batches, a connection say, can go back then); calls made
+meanwhile are served after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from app.logs import event
+
+log = logging.getLogger("acme_delegate.db")
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
 class Batches(Generic[Item, Result]):
-    def __init__(self, run: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]]) -> None:
+    def __init__(self, run: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], *,
+                 idle: Callable[[], Awaitable[None]] | None = None) -> None:
         self._run = run
+        self._idle = idle
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._draining: asyncio.Task[None] | None = None
         self.batches = 0  # run so far
@@ -45,10 +54,17 @@ class Batches(Generic[Item, Result]):
     async def _drain(self) -> None:
         try:
             while self._waiting:
-                batch = [(item, done) for item, done in self._waiting if not done.done()]
-                self._waiting = []
-                if batch:
-                    await self._one(batch)
+                while self._waiting:
+                    batch = [(item, done) for item, done in self._waiting if not done.done()]
+                    self._waiting = []
+                    if batch:
+                        await self._one(batch)
+                if self._idle is not None:
+                    try:
+                        await self._idle()
+                    except Exception as exc:  # the calls waiting now are still served
+                        event(log, "db.batch_idle_failed", logging.WARNING,
+                              error=type(exc).__name__)
         finally:
             self._draining = None
 

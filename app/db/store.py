@@ -5,21 +5,23 @@ shared ``Database`` (engine, transactions, locks), plus ``unit``: one request's 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TypeVar
 
 from app.core.models import AuditEvent
 from app.db.accounts import SqlAccounts, to_account
 from app.db.audit import SqlAudit
 from app.db.batches import Batches
 from app.db.locks import advisory_key
-from app.db.unit import Repeat, SqlUnit, UnitBatches
+from app.db.unit import SqlUnit, UnitBatches
 from app.db.values import SqlValues
 from app.errors import DomainError
 
 __all__ = ["SqlStore", "advisory_key"]  # app.db.budget keys its lock here
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 class SqlStore(SqlAccounts, SqlValues, SqlAudit):
@@ -30,9 +32,42 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         Its account read and its repeat, when they come before anything else of its
         own, join the store's batches (``app.db.batches``)."""
         if self._batches is None:
-            self._batches = UnitBatches(accounts=Batches(self._accounts_named),
-                                        repeats=Batches(self._record_repeats))
+            self._batches = UnitBatches(accounts=self._batched(SqlUnit.accounts_named),
+                                        repeats=self._batched(SqlUnit.record_repeats))
         return self._unit(self._batches)
+
+    def _batched(self, run: Callable[[SqlUnit, Sequence[Item]], Awaitable[list[Result]]]
+                 ) -> Batches[Item, Result]:
+        """Batches of ``run``, each in a unit of its own that joins no batch. On
+        PostgreSQL each batch is one round trip of its own (``fetchmany``), so
+        consecutive batches share one unit, and so one connection, until none is left
+        waiting, or one fails (its connection may be gone). On SQLite each batch is a
+        transaction on the pool's one connection, given back after each."""
+        held: list[tuple[AsyncExitStack, SqlUnit]] = []
+
+        async def release() -> None:
+            if held:
+                stack, _ = held.pop()
+                await stack.aclose()
+
+        async def one(items: Sequence[Item]) -> list[Result]:
+            if not self._postgres:
+                async with self._unit(None) as unit:
+                    results = await run(unit, items)
+                return results  # committed (and on disk) when the unit ended
+            if not held:
+                stack = AsyncExitStack()
+                held.append((stack, await stack.enter_async_context(self._unit(None))))
+            stack, unit = held[0]
+            try:
+                return await run(unit, items)
+            except BaseException as exc:
+                held.clear()
+                if not await stack.__aexit__(type(exc), exc, exc.__traceback__):
+                    raise
+                raise AssertionError("a unit of work swallowed an exception") from exc
+
+        return Batches(one, idle=release)
 
     @asynccontextmanager
     async def _unit(self, batches: UnitBatches | None) -> AsyncIterator[SqlUnit]:
@@ -48,17 +83,6 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
             await unit.rollback()
             raise
         await unit.commit()
-
-    # A batch runs in a unit of its own, which joins no batch.
-
-    async def _accounts_named(self, usernames: Sequence[str]) -> list[Any]:
-        async with self._unit(None) as unit:
-            return await unit.accounts_named(usernames)
-
-    async def _record_repeats(self, repeats: Sequence[Repeat]) -> list[bool]:
-        async with self._unit(None) as unit:
-            recorded = await unit.record_repeats(repeats)
-        return recorded  # committed (and on disk) when the unit ended
 
     async def replace_value(self, old_id: int, new_id: int, record_id: int, at: datetime
                             ) -> None:

@@ -130,3 +130,61 @@ async def test_concurrent_repeats_share_one_transaction_and_each_is_recorded(
         assert value.updated_at == at
         assert (await store.get_account(account.username)).last_used_at == at  # type: ignore[union-attr]
     assert len(await store.audit_events(AuditQuery(event="update"))) == 8
+
+
+async def test_idle_is_awaited_when_nothing_waits_and_calls_made_meanwhile_are_served() -> None:
+    run = Recorder()
+    idled: list[int] = []
+    late: list[asyncio.Future[int]] = []
+
+    async def idle() -> None:
+        idled.append(len(run.batches))
+        if len(idled) == 1:  # a call arrives while the run function lets go
+            late.append(asyncio.ensure_future(batches(9)))
+            await asyncio.sleep(0)
+
+    batches = Batches(run, idle=idle)
+    assert list(await asyncio.gather(batches(1), batches(2))) == [10, 20]
+    assert await late[0] == 90
+    assert run.batches == [[1, 2], [9]] and idled == [1, 2]
+
+
+@pytest.mark.postgres
+async def test_postgres_batches_one_after_another_share_a_connection(
+        postgres_url: str) -> None:
+    """Repeats arriving while a batch runs form the next one, on the connection the
+    batch before had: one checkout for the reads and one for the repeats, however many
+    batches follow each other."""
+    from sqlalchemy import event as sa_event
+
+    from app.db.engine import create_engine
+
+    engine = create_engine(postgres_url, ping_idle=3600)
+    try:
+        store = SqlStore(engine)
+        accounts = [await live_account(store, f"h{i}") for i in range(24)]
+        at = datetime.now(UTC)
+        checkouts: list[object] = []
+        sa_event.listen(engine.sync_engine.pool, "checkout",
+                        lambda *args: checkouts.append(args))
+
+        async def repeat(i: int) -> bool:
+            name = f"_acme-challenge.h{i}.example.com"
+            async with store.unit() as unit:
+                account = await unit.account(accounts[i].username)
+                assert account is not None
+                return await unit.record_repeat(name, VALUE, at, account_id=account.id,
+                                                event=AuditEvent(at=at, event="update",
+                                                                 outcome="ok", name=name))
+
+        waves = []
+        for wave in range(3):
+            waves += [asyncio.ensure_future(repeat(i)) for i in range(wave * 8, wave * 8 + 8)]
+            for _ in range(3):
+                await asyncio.sleep(0)  # the wave before is on its way
+        assert all(await asyncio.gather(*waves))
+        batches = store._batches
+        assert batches is not None and batches.repeats.batches > 1
+        assert len(checkouts) == 2
+    finally:
+        await engine.dispose()
