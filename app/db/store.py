@@ -15,7 +15,7 @@ from app.db.accounts import SqlAccounts, to_account
 from app.db.audit import SqlAudit
 from app.db.batches import Batches
 from app.db.locks import advisory_key
-from app.db.unit import SqlUnit, UnitBatches
+from app.db.unit import LoopReader, SqlUnit, UnitBatches
 from app.db.values import SqlValues
 from app.errors import DomainError
 
@@ -32,8 +32,12 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         Its account read and its repeat, when they come before anything else of its
         own, join the store's batches (``app.db.batches``)."""
         if self._batches is None:
-            self._batches = UnitBatches(accounts=self._batched(SqlUnit.accounts_named),
-                                        repeats=self._batched(SqlUnit.record_repeats))
+            database = self._engine.url.database
+            self._batches = UnitBatches(
+                accounts=(LoopReader(database, self._engine.dialect)
+                          if self._durable is not None and database
+                          else self._batched(SqlUnit.accounts_named)),
+                repeats=self._batched(SqlUnit.record_repeats))
         return self._unit(self._batches)
 
     def _batched(self, run: Callable[[SqlUnit, Sequence[Item]], Awaitable[list[Result]]]

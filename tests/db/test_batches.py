@@ -188,3 +188,44 @@ async def test_postgres_batches_one_after_another_share_a_connection(
         assert len(checkouts) == 2
     finally:
         await engine.dispose()
+
+
+async def test_sqlite_account_reads_need_neither_the_pool_nor_the_write_lock(
+        sqlite_url: str) -> None:
+    """On a SQLite file a unit reads its account on a read-only connection of its own
+    (app.db.unit.LoopReader): with the pool's one connection taken and another process
+    holding the write lock, the read still answers at once, and sees what was committed
+    last."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    from app.db.engine import create_engine, sqlite_path
+    from tests.db.rows import NAME
+
+    engine = create_engine(sqlite_url)
+    try:
+        store = SqlStore(engine)
+        account = await live_account(store)
+        path = sqlite_path(engine.url)
+        assert path is not None
+        writer = sqlite3.connect(path, isolation_level=None)
+        try:
+            async with engine.connect() as taken:  # the pool's one connection
+                await taken.execute(text("SELECT 1"))
+                writer.execute("BEGIN IMMEDIATE")
+                writer.execute("UPDATE accounts SET note = 'mid-edit'")
+                async with asyncio.timeout(1):
+                    async with store.unit() as unit:
+                        found = await unit.account(account.username)
+                assert found is not None and found.note is None  # not committed yet
+                writer.execute("COMMIT")
+                async with asyncio.timeout(1):
+                    async with store.unit() as unit:
+                        found = await unit.account(account.username)
+                assert found is not None and found.note == "mid-edit"
+                assert found.name == NAME
+        finally:
+            writer.close()
+    finally:
+        await engine.dispose()
