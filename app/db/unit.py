@@ -14,12 +14,13 @@ unit sets the connection's busy timeout to 0 while it has it, and waits for the 
 with the loop free (``_LoopSqlite``); the engine's connections never checkpoint by
 themselves, the WAL sync's thread does (``app.db.durable``).
 
-A request's first steps go to the store's batches (``app.db.batches``, ``UnitBatches``):
-its account read, and its repeat if nothing of its own came before. Concurrent
-requests' reads then share one trip, and their repeats one transaction: one checkout,
-one commit (and, on SQLite, one wait for the WAL's sync) for the batch. A unit that
-took those steps alone took a connection for each, and that, not the statements, was
-most of what a repeat cost.
+A request's first steps go to the store (``UnitBatches``): its account read, and its
+repeat if nothing of its own came before. Concurrent requests' repeats share one
+transaction (``app.db.batches``): one checkout, one commit (and, on SQLite, one wait
+for the WAL's sync) for the batch; on PostgreSQL their reads share one round trip, and
+on a SQLite file each read runs on the loop's thread on a read-only connection of its
+own (``LoopReader``). A unit that took those steps alone took a connection for each,
+and that, not the statements, was most of what a repeat cost.
 
 On PostgreSQL every round trip costs CPU on both sides (the database shares the
 machine), so a repeat is two, each shared with its batch: the accounts, read outside
