@@ -30,7 +30,8 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
     def unit(self) -> AbstractAsyncContextManager[SqlUnit]:
         """One request's unit of work (what is atomic in it: ``app.core.ports.Unit``).
         Its account read and its repeat, when they come before anything else of its
-        own, join the store's batches (``app.db.batches``)."""
+        own, go to the store's: the repeat to a batch (``app.db.batches``), the read to
+        a batch too, or on a SQLite file to the ``LoopReader``."""
         if self._batches is None:
             database = self._engine.url.database
             self._batches = UnitBatches(
