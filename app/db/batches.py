@@ -14,7 +14,9 @@ happened). A caller cancelled before its batch started is left out; one cancelle
 during its batch does not stop the batch (the others wait on it), and the result is
 dropped. ``idle``, if given, is awaited whenever no call is left waiting (what the run
 function holds between batches, a connection say, can go back then); calls made
-meanwhile are served after it.
+meanwhile are served after it. A batch takes at most ``limit`` calls, oldest first: a
+flood of calls is served in batches of bounded size (on SQLite a batch runs on the
+event loop's thread, so its size is how long the loop is held).
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ log = logging.getLogger("acme_delegate.db")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
+# Calls in one batch at most. MAX_IN_FLIGHT (500 by default) bounds the calls waiting:
+# a full house is served in four batches.
+LIMIT = 128
+
 
 class Batches(Generic[Item, Result]):
     def __init__(self, run: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], *,
-                 idle: Callable[[], Awaitable[None]] | None = None) -> None:
+                 idle: Callable[[], Awaitable[None]] | None = None,
+                 limit: int = LIMIT) -> None:
         self._run = run
         self._idle = idle
+        self._limit = limit
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._draining: asyncio.Task[None] | None = None
         self.batches = 0  # run so far
@@ -55,8 +63,9 @@ class Batches(Generic[Item, Result]):
         try:
             while self._waiting:
                 while self._waiting:
-                    batch = [(item, done) for item, done in self._waiting if not done.done()]
-                    self._waiting = []
+                    self._waiting = [(i, done) for i, done in self._waiting if not done.done()]
+                    batch, self._waiting = (self._waiting[:self._limit],
+                                            self._waiting[self._limit:])
                     if batch:
                         await self._one(batch)
                 if self._idle is not None:

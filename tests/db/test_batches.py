@@ -229,3 +229,12 @@ async def test_sqlite_account_reads_need_neither_the_pool_nor_the_write_lock(
             writer.close()
     finally:
         await engine.dispose()
+
+
+async def test_a_flood_of_calls_is_served_in_batches_of_bounded_size_oldest_first() -> None:
+    run = Recorder()
+    batches = Batches(run, limit=128)
+    assert await asyncio.gather(*(batches(n) for n in range(300))) == [
+        n * 10 for n in range(300)]
+    assert [len(batch) for batch in run.batches] == [128, 128, 44]
+    assert run.batches[0] == list(range(128))
