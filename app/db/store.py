@@ -8,20 +8,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 from app.core.models import AuditEvent
 from app.db.accounts import SqlAccounts, to_account
 from app.db.audit import SqlAudit
-from app.db.batches import Batches
+from app.db.batches import Batches, Item, Result
 from app.db.locks import advisory_key
 from app.db.unit import LoopReader, SqlUnit, UnitBatches
 from app.db.values import SqlValues
 from app.errors import DomainError
 
 __all__ = ["SqlStore", "advisory_key"]  # app.db.budget keys its lock here
-Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 
 class SqlStore(SqlAccounts, SqlValues, SqlAudit):

@@ -75,10 +75,10 @@ _values = cast(Table, TxtValueRow.__table__)
 _audit = cast(Table, AuditRow.__table__)
 
 ACCOUNT_BY_USERNAME = select(_accounts).where(_accounts.c.username == bindparam("username"))
-BUMP_LIVE = (update(_values)
-             .where(_values.c.name == bindparam("target"), _values.c.value == bindparam("txt"),
-                    _values.c.state == ValueState.LIVE.value)
-             .values(updated_at=bindparam("at")))
+# The value ``txt`` live at the name ``target``.
+_LIVE_VALUE = (_values.c.name == bindparam("target"), _values.c.value == bindparam("txt"),
+               _values.c.state == ValueState.LIVE.value)
+BUMP_LIVE = update(_values).where(*_LIVE_VALUE).values(updated_at=bindparam("at"))
 # PostgreSQL: the same, only if the name's transaction-level advisory lock is free (then
 # held until the commit) and nobody holds a lock on the value's row or the account's
 # (``SKIP LOCKED``: then locked until the commit): one round trip for "lock, check,
@@ -86,10 +86,7 @@ BUMP_LIVE = (update(_values)
 # (``app.db.batches``): one waiting would hold up all of them.
 _FREE_ACCOUNT = exists(select(_accounts.c.id).where(_accounts.c.id == bindparam("account"))
                        .with_for_update(skip_locked=True))
-_FREE_LIVE = (select(_values.c.id)
-              .where(_values.c.name == bindparam("target"), _values.c.value == bindparam("txt"),
-                     _values.c.state == ValueState.LIVE.value)
-              .with_for_update(skip_locked=True))
+_FREE_LIVE = select(_values.c.id).where(*_LIVE_VALUE).with_for_update(skip_locked=True)
 BUMP_LIVE_LOCKED = (update(_values)
                     .where(_values.c.id.in_(_FREE_LIVE), _FREE_ACCOUNT,
                            func.pg_try_advisory_xact_lock(bindparam("key", type_=BigInteger)))
@@ -321,9 +318,8 @@ class LoopReader:
             self._sqlite = _LoopSqlite(conn)
             weakref.finalize(self, conn.close)
         compiled = self._compiled
-        rows = compiled.rows(await self._sqlite.run(
-            compiled.sql, compiled.parameters({"username": username})))
-        return rows[0] if rows else None
+        return _Rows(compiled.rows(await self._sqlite.run(
+            compiled.sql, compiled.parameters({"username": username})))).first()
 
 
 class SqlUnit:

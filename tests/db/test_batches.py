@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.core.models import AuditEvent, AuditQuery
+from app.core.models import Account, AuditEvent, AuditQuery
 from app.db.batches import Batches
 from app.db.store import SqlStore
 from tests.db.rows import VALUE, live_account
@@ -106,22 +106,24 @@ async def test_a_batch_that_answers_too_few_results_fails_every_call() -> None:
             await call
 
 
+async def repeat(store: SqlStore, account: Account, at: datetime) -> bool:
+    """A request's unit: the account read by its username, then the repeat of VALUE at
+    its name."""
+    async with store.unit() as unit:
+        found = await unit.account(account.username)
+        assert found is not None
+        return await unit.record_repeat(found.name, VALUE, at, account_id=found.id,
+                                        event=AuditEvent(at=at, event="update",
+                                                         outcome="ok", name=found.name))
+
+
 async def test_concurrent_repeats_share_one_transaction_and_each_is_recorded(
         store: SqlStore) -> None:
     """Eight requests' repeats at eight names: fewer batches than repeats (one trip
     each), and every repeat has its value bumped, its last-used and its audit row."""
     accounts = [await live_account(store, f"h{i}") for i in range(8)]
     at = datetime.now(UTC)
-
-    async def repeat(host: str, account_id: int) -> bool:
-        name = f"_acme-challenge.{host}.example.com"
-        async with store.unit() as unit:
-            return await unit.record_repeat(
-                name, VALUE, at, account_id=account_id, event=AuditEvent(
-                    at=at, event="update", outcome="ok", username=None, client=None,
-                    name=name, value_fingerprint=None, detail=None))
-
-    assert await asyncio.gather(*(repeat(f"h{i}", a.id) for i, a in enumerate(accounts)))
+    assert await asyncio.gather(*(repeat(store, a, at) for a in accounts))
     batches = store._batches
     assert batches is not None and batches.repeats.items == 8
     assert batches.repeats.batches < 8
@@ -168,18 +170,10 @@ async def test_postgres_batches_one_after_another_share_a_connection(
         sa_event.listen(engine.sync_engine.pool, "checkout",
                         lambda *args: checkouts.append(args))
 
-        async def repeat(i: int) -> bool:
-            name = f"_acme-challenge.h{i}.example.com"
-            async with store.unit() as unit:
-                account = await unit.account(accounts[i].username)
-                assert account is not None
-                return await unit.record_repeat(name, VALUE, at, account_id=account.id,
-                                                event=AuditEvent(at=at, event="update",
-                                                                 outcome="ok", name=name))
-
         waves = []
         for wave in range(3):
-            waves += [asyncio.ensure_future(repeat(i)) for i in range(wave * 8, wave * 8 + 8)]
+            waves += [asyncio.ensure_future(repeat(store, a, at))
+                      for a in accounts[wave * 8:wave * 8 + 8]]
             for _ in range(3):
                 await asyncio.sleep(0)  # the wave before is on its way
         assert all(await asyncio.gather(*waves))
