@@ -18,7 +18,7 @@ import sys
 from contextvars import ContextVar
 from typing import Any
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -49,17 +49,31 @@ def escape_controls(text: str) -> str:
 def event(logger: logging.Logger, what: str, level: int = logging.INFO, /, **fields: Any) -> None:
     if not logger.isEnabledFor(level):
         return
-    parts = [f"event={what}"]
     clean = {key: value for key, value in fields.items() if value is not None}
-    for key, value in clean.items():
-        text = str(value)
-        if not text or _NEEDS_QUOTES.search(text):
-            # Control characters are escaped by the text formatter, for every message.
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        parts.append(f"{key}={text}")
     # Fields go under one key: names such as "name" would clash with LogRecord's own.
-    logger.log(level, " ".join(parts), extra={"event": what, "fields": {
+    logger.log(level, _EventText(what, clean), extra={"event": what, "fields": {
         k: v if isinstance(v, int | float | bool) else str(v) for k, v in clean.items()}})
+
+
+class _EventText:
+    """An event's message as text, ``event=<what> key=value …``, built only when a
+    formatter asks for it (``str``): a JSON line's message is the event's name alone."""
+
+    __slots__ = ("fields", "what")
+
+    def __init__(self, what: str, fields: dict[str, Any]) -> None:
+        self.what = what
+        self.fields = fields
+
+    def __str__(self) -> str:
+        parts = [f"event={self.what}"]
+        for key, value in self.fields.items():
+            text = str(value)
+            if not text or _NEEDS_QUOTES.search(text):
+                # Control characters are escaped by the text formatter, for every message.
+                text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            parts.append(f"{key}={text}")
+        return " ".join(parts)
 
 
 class _RequestId(logging.Filter):
@@ -71,9 +85,19 @@ class _RequestId(logging.Filter):
 class _EventJson(JsonFormatter):
     """JSON lines; an event's message is its name (its fields are already keys)."""
 
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.msg
+        if type(message) is not _EventText:
+            return super().format(record)
+        # The event's name is the message: its text is never built. Put back afterwards,
+        # for any other handler of the same record.
+        record.msg = message.what
+        try:
+            return super().format(record)
+        finally:
+            record.msg = message
+
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-        if "event" in log_data:
-            log_data["message"] = log_data["event"]
         if log_data.get("request_id") is None:
             log_data.pop("request_id", None)
         return log_data
@@ -94,6 +118,15 @@ class _SafeText(logging.Formatter):
         return _indent(super().formatStack(stack_info))
 
 
+# python-json-logger's own encoder, built once: its default serializer, ``json.dumps`` with
+# ``cls=``, builds one for every line. The same options, so the same output (ASCII only).
+_ENCODE = JsonEncoder().encode
+
+
+def _serialize(data: dict[str, Any], **_options: Any) -> str:
+    return _ENCODE(data)
+
+
 def _indent(text: str) -> str:
     return "\n".join("  | " + escape_controls(line) for line in text.splitlines())
 
@@ -106,10 +139,16 @@ def configure(level: str, fmt: str) -> None:
         handler.setFormatter(_EventJson(
             "{levelname}{name}{message}{request_id}", style="{",
             rename_fields={"levelname": "level", "name": "logger"},
-            timestamp="time",
+            timestamp="time", json_serializer=_serialize,
         ))
     else:
         handler.setFormatter(_SafeText("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    # Nothing here prints where a line was logged from, nor its thread or process: not
+    # worked out for every record either (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
