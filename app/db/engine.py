@@ -142,7 +142,8 @@ def create_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: in
     # parameters: challenge values and key hashes among them.
     engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if is_sqlite(url):
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect",
+                     lambda dbapi_connection, _record: sqlite_pragmas(dbapi_connection))
     elif pool:
         _ping_when_idle(engine, ping_idle)
     return engine
@@ -178,7 +179,9 @@ def _ping_when_idle(engine: AsyncEngine, idle: float) -> None:
     event.listen(pool, "checkout", checkout)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any) -> None:
+    """What every connection to a SQLite database is set up with: the engine's, and the
+    store's own (``app.db.unit.own_connection``)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")

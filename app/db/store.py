@@ -14,7 +14,7 @@ from app.db.accounts import SqlAccounts, to_account
 from app.db.audit import SqlAudit
 from app.db.batches import Batches, Item, Result
 from app.db.locks import advisory_key
-from app.db.unit import LoopReader, SqlUnit, UnitBatches
+from app.db.unit import LoopReader, SqlUnit, UnitBatches, _LoopSqlite, own_connection
 from app.db.values import SqlValues
 from app.errors import DomainError
 
@@ -23,6 +23,7 @@ __all__ = ["SqlStore", "advisory_key"]  # app.db.budget keys its lock here
 
 class SqlStore(SqlAccounts, SqlValues, SqlAudit):
     _batches: UnitBatches | None = None
+    _writer: _LoopSqlite | None = None  # on a SQLite file: the batches' own connection
 
     def unit(self) -> AbstractAsyncContextManager[SqlUnit]:
         """One request's unit of work (what is atomic in it: ``app.core.ports.Unit``).
@@ -31,20 +32,23 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         a batch too, or on a SQLite file to the ``LoopReader``."""
         if self._batches is None:
             database = self._engine.url.database
+            file = database if self._durable is not None and database else None
             self._batches = UnitBatches(
-                accounts=(LoopReader(database, self._engine.dialect)
-                          if self._durable is not None and database
+                accounts=(LoopReader(file, self._engine.dialect) if file is not None
                           else self._batched(SqlUnit.accounts_named)),
-                repeats=self._batched(SqlUnit.record_repeats))
+                repeats=self._batched(SqlUnit.record_repeats, file=file))
         return self._unit(self._batches)
 
-    def _batched(self, run: Callable[[SqlUnit, Sequence[Item]], Awaitable[list[Result]]]
-                 ) -> Batches[Item, Result]:
+    def _batched(self, run: Callable[[SqlUnit, Sequence[Item]], Awaitable[list[Result]]],
+                 *, file: str | None = None) -> Batches[Item, Result]:
         """Batches of ``run``, each in a unit of its own that joins no batch. On
         PostgreSQL each batch is one round trip of its own (``fetchmany``), so
         consecutive batches share one unit, and so one connection, until none is left
         waiting, or one fails (its connection may be gone). On SQLite each batch is a
-        transaction on the pool's one connection, given back after each."""
+        transaction of its own: on the SQLite ``file``, on a connection of the batches'
+        own (one batch runs at a time), which costs no checkout from the pool (a thread
+        hand-off and back in aiosqlite's thread, two busy-timeout changes) and leaves
+        the pool's one connection to everyone else; with no file, on that connection."""
         held: list[tuple[AsyncExitStack, SqlUnit]] = []
 
         async def release() -> None:
@@ -54,7 +58,9 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
 
         async def one(items: Sequence[Item]) -> list[Result]:
             if not self._postgres:
-                async with self._unit(None) as unit:
+                if file is not None and self._writer is None:
+                    self._writer = own_connection(self, file, read_only=False)
+                async with self._unit(None, own=self._writer) as unit:
                     results = await run(unit, items)
                 return results  # committed (and on disk) when the unit ended
             if not held:
@@ -72,10 +78,11 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         return Batches(one, idle=release)
 
     @asynccontextmanager
-    async def _unit(self, batches: UnitBatches | None) -> AsyncIterator[SqlUnit]:
+    async def _unit(self, batches: UnitBatches | None, *, own: _LoopSqlite | None = None
+                    ) -> AsyncIterator[SqlUnit]:
         unit = SqlUnit(self._engine, local=self._local, postgres=self._postgres,
                        to_account=to_account, on_audit=self._on_audit,
-                       durable=self._durable, batches=batches)
+                       durable=self._durable, batches=batches, own=own)
         try:
             yield unit
         except DomainError:

@@ -66,7 +66,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.core.models import Account, AuditEvent, ValueState
 from app.db.batches import Batches
-from app.db.engine import BUSY_TIMEOUT_MS, sqlite3_of, unavailable
+from app.db.engine import BUSY_TIMEOUT_MS, sqlite3_of, sqlite_pragmas, unavailable
 from app.db.locks import advisory_key
 from app.db.tables import AccountRow, AuditRow, TxtValueRow
 
@@ -229,8 +229,9 @@ class _LoopSqlite:
     as long as the busy timeout; once it has written it holds the write lock until its
     commit, so no later statement of it meets one (and one that did would fail the unit)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, pooled: bool = True) -> None:
         self.conn = conn
+        self._pooled = pooled
         self._wrote = False
         conn.execute("PRAGMA busy_timeout=0")
 
@@ -252,14 +253,29 @@ class _LoopSqlite:
             wait = min(wait * 2, _LAST_WAIT)
 
     def release(self) -> None:
-        """Before the connection goes back: no transaction left open (a failed commit's),
-        and the busy timeout everyone else's statements expect (they wait in aiosqlite's
-        thread)."""
+        """At the unit's end: no transaction left open (a failed commit's), and before a
+        pooled connection goes back, the busy timeout everyone else's statements expect
+        (they wait in aiosqlite's thread). A connection of the store's own
+        (``own_connection``) runs on the loop's thread only: its timeout stays 0."""
+        self._wrote = False
         try:
             if self.conn.in_transaction:
                 self.conn.rollback()
         finally:
-            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if self._pooled:
+                self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+def own_connection(owner: object, database: str, *, read_only: bool) -> _LoopSqlite:
+    """A sqlite3 connection of the store's own to a SQLite file, for the event loop's
+    thread only, set up as the engine's are (``app.db.engine``: foreign keys on, no
+    checkpoint by itself, ...), busy timeout 0 for good; closed with ``owner``."""
+    conn = sqlite3.connect(database, check_same_thread=False)
+    sqlite_pragmas(conn)
+    if read_only:
+        conn.execute("PRAGMA query_only=1")
+    weakref.finalize(owner, conn.close)
+    return _LoopSqlite(conn, pooled=False)
 
 
 def _repeat_params(repeat: Repeat) -> dict[str, Any]:
@@ -312,11 +328,7 @@ class LoopReader:
 
     async def __call__(self, username: str) -> Any:
         if self._sqlite is None:
-            conn = sqlite3.connect(self._database, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA query_only=1")
-            self._sqlite = _LoopSqlite(conn)
-            weakref.finalize(self, conn.close)
+            self._sqlite = own_connection(self, self._database, read_only=True)
         compiled = self._compiled
         return _Rows(compiled.rows(await self._sqlite.run(
             compiled.sql, compiled.parameters({"username": username})))).first()
@@ -334,9 +346,11 @@ class SqlUnit:
                  to_account: Callable[[Any], Account],
                  on_audit: Callable[[AuditEvent], None] | None,
                  durable: Callable[[], Awaitable[None]] | None = None,
-                 batches: UnitBatches | None = None) -> None:
+                 batches: UnitBatches | None = None,
+                 own: _LoopSqlite | None = None) -> None:
         self._engine = engine
         self._batches = batches
+        self._own = own  # a SQLite connection of the store's own, instead of the pool's
         self._conn: AsyncConnection | None = None  # taken at the first statement
         self._sqlite: _LoopSqlite | None = None  # its sqlite3 connection, on SQLite
         self._pg: Any = None  # its driver's (an asyncpg connection), on PostgreSQL
@@ -351,9 +365,14 @@ class SqlUnit:
         self._touch: dict[str, Any] | None = None  # a last-used not sent yet (PostgreSQL)
         self._open = True
 
-    async def _connect(self) -> AsyncConnection:
+    async def _connect(self) -> AsyncConnection | None:
+        """The pool's connection, taken at the first statement; None for a unit on a
+        connection of the store's own (its statements run on ``self._sqlite``)."""
         if not self._open:
             raise RuntimeError("this unit of work has ended")
+        if self._own is not None:
+            self._sqlite = self._own
+            return None
         if self._conn is None:
             self._conn = await self._engine.connect()
             try:
@@ -375,6 +394,7 @@ class SqlUnit:
             # sqlite3 opens the transaction itself before the first write.
             rows = await self._sqlite.run(compiled.sql, compiled.parameters(params))
             return _Rows(compiled.rows(rows))
+        assert conn is not None  # PostgreSQL: always the pool's
         if self._touch is not None:
             touch, self._touch = self._touch, None
             await conn.execute(TOUCH, touch)  # kept in order with what follows
@@ -399,6 +419,7 @@ class SqlUnit:
         "another operation is in progress"). That connection leaves the pool too, as
         SQLAlchemy does."""
         conn = await self._connect()
+        assert conn is not None  # PostgreSQL: always the pool's
         compiled = _for_driver(statement, self._engine.dialect)
         try:
             rows = await self._pg.fetchmany(

@@ -105,6 +105,28 @@ def test_overhead(database: str, tmp_path: Path) -> None:
     assert "Repeat path" in overhead.report(result)
 
 
+@pytest.mark.parametrize("what", ["sqlite", "--floor"])
+def test_inprocess(what: str, tmp_path: Path) -> None:
+    """Run as documented (a process of its own: it reads the service's settings from its
+    environment and sends the service's log lines to a file)."""
+    import subprocess
+    import sys
+
+    from tests.support.env import ROOT, clean_env
+
+    args = ["--database", "sqlite"] if what == "sqlite" else ["--floor"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", *args, "--clients", "2", "--requests",
+         "30", "--warmup", "2", "--profile", "5"], cwd=ROOT, capture_output=True, text=True,
+        env={**clean_env(), "ACME_DELEGATE_BENCH_WORKDIR": str(tmp_path)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    said = done.stderr.strip().splitlines()[-1]
+    assert said.startswith("the floor, 2 clients" if what == "--floor" else "sqlite, 2 clients")
+    assert "30 repeats" in said and "statuses {200: 30}" in said
+    assert "function calls" in done.stdout  # the profile
+    assert (tmp_path / "inprocess" / "service.log").exists()
+
+
 def test_burst(tmp_path: Path) -> None:
     from bench import burst
 

@@ -123,6 +123,40 @@ async def test_the_connection_goes_back_with_its_busy_timeout(store: SqlStore) -
     assert await busy_timeout() == BUSY_TIMEOUT_MS
 
 
+async def test_repeats_on_a_file_run_on_a_connection_of_their_own(store: SqlStore) -> None:
+    """Batches of repeats take nothing from the pool (a checkout costs a hand-off to
+    aiosqlite's thread and back; the pool's one connection stays free for the others),
+    and their own connection is set up as the pool's are: foreign keys enforced, commits
+    that leave the sync to the WAL sync and never checkpoint, and no sleeping in SQLite's
+    busy handler on the loop's thread."""
+    from sqlalchemy import event as sa_event
+
+    accounts = [await live_account(store, f"h{i}") for i in range(8)]
+    checkouts: list[object] = []
+    sa_event.listen(store._engine.sync_engine.pool, "checkout",
+                    lambda *args: checkouts.append(args))
+    at = datetime.now(UTC)
+
+    async def repeat_at(i: int) -> bool:
+        async with store.unit() as unit:
+            found = await unit.account(accounts[i].username)
+            assert found is not None
+            return await unit.record_repeat(f"_acme-challenge.h{i}.example.com", VALUE, at,
+                                            account_id=found.id, event=event(at))
+
+    assert all(await asyncio.gather(*(repeat_at(i) for i in range(8))))
+    assert checkouts == []
+    assert store._writer is not None
+    writer = store._writer.conn
+    assert [writer.execute(f"PRAGMA {pragma}").fetchone()[0] for pragma in (
+        "foreign_keys", "synchronous", "wal_autocheckpoint", "busy_timeout",
+        "journal_mode")] == [1, 1, 0, 0, "wal"]
+    assert not writer.in_transaction
+    (value,) = await store.values_at("_acme-challenge.h3.example.com")
+    assert value.updated_at == at
+    assert len(await store.audit_events(AuditQuery(event="update"))) == 8
+
+
 async def test_sqlite3_of_is_the_connection_aiosqlite_runs_statements_on(
         tmp_path: Path) -> None:
     """If aiosqlite keeps its sqlite3 connection elsewhere one day, this fails (and
