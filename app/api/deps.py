@@ -19,7 +19,13 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
-from app.api.request import basic_auth, bearer_token, parse_json_object, scope_client
+from app.api.request import (
+    basic_auth,
+    bearer_token,
+    parse_json_object,
+    scope_client,
+    scope_client_label,
+)
 from app.core.access import Authorized, Caller, CertificateDomain, ChallengeName, Label, Target
 from app.core.names import IPAddress
 from app.core.ports import Unit
@@ -50,6 +56,14 @@ def client_of(request: Request, services: Services) -> IPAddress | None:
     """The request's client address, worked out once per request (the access log reads
     the same one)."""
     return scope_client(request.scope, services.settings.trusted_proxies)
+
+
+def caller_of(request: Request, services: Services, username: object, key: object
+              ) -> Caller:
+    """The credential a request carries, with its client address (and that as text)."""
+    trusted = services.settings.trusted_proxies
+    return Caller(username, key, scope_client(request.scope, trusted),
+                  scope_client_label(request.scope, trusted))
 
 
 async def get_client(request: Request) -> Client:
@@ -228,8 +242,7 @@ async def acmedns_account(request: Request) -> Authorized:
     services = services_of(request)
     body = await json_body(request)
     headers = request.headers
-    caller = Caller(headers.get("x-api-user"), headers.get("x-api-key"),
-                    client_of(request, services))
+    caller = caller_of(request, services, headers.get("x-api-user"), headers.get("x-api-key"))
     target = Label(body.get("subdomain")) if body is not None else None
     unit = await _open_unit(request, services)
     return await services.gate.authorize(unit, caller, target)
@@ -248,8 +261,8 @@ async def httpreq_account(request: Request) -> Authorized:
     services = services_of(request)
     body = await json_body(request)
     credentials = basic_auth(request)
-    caller = Caller(credentials[0] if credentials else None,
-                    credentials[1] if credentials else None, client_of(request, services))
+    caller = caller_of(request, services, credentials[0] if credentials else None,
+                       credentials[1] if credentials else None)
     unit = await _open_unit(request, services)
     if body is None:
         await services.gate.authenticate(unit, caller)

@@ -25,16 +25,21 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        # Keys folded in document order, the last one winning, as Go's decoder (and so the
-        # reference server) reads {"SubDomain": …, "subdomain": …}.
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_Object)
+        text = raw.decode("utf-8")
+        data = json.loads(text)
+        if isinstance(data, dict) and not all(key == key.lower() for key in data):
+            # Keys folded in document order, the last one winning, as Go's decoder (and
+            # so the reference server) reads {"SubDomain": …, "subdomain": …}. With every
+            # key in lower case already, the plain reading (the last one wins) is that.
+            folded = json.loads(text, object_pairs_hook=_Object)
+            return {key.lower(): value for key, value in folded.pairs}
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedJson() from exc
     if data is None:
         return {}
-    if not isinstance(data, _Object):
+    if not isinstance(data, dict):
         raise MalformedJson()
-    return {key.lower(): value for key, value in data.pairs}
+    return data
 
 
 class _Object(dict[str, Any]):

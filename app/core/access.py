@@ -83,10 +83,7 @@ class Caller:
     username: object
     key: object
     address: IPAddress | None
-
-    @property
-    def client(self) -> str | None:
-        return str(self.address) if self.address else None
+    client: str | None  # the address as text, as the audit trail and the limits name it
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ __all__ = ["SqlStore", "advisory_key"]  # app.db.budget keys its lock here
 
 class SqlStore(SqlAccounts, SqlValues, SqlAudit):
     _batches: UnitBatches | None = None
-    _writer: _LoopSqlite | None = None  # on a SQLite file: the batches' own connection
+    _writer: _LoopSqlite | None = None  # on a SQLite file: the store's own connection
 
     def unit(self) -> AbstractAsyncContextManager[SqlUnit]:
         """One request's unit of work (what is atomic in it: ``app.core.ports.Unit``).
@@ -34,21 +34,32 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
             database = self._engine.url.database
             file = database if self._durable is not None and database else None
             self._batches = UnitBatches(
-                accounts=(LoopReader(file, self._engine.dialect) if file is not None
-                          else self._batched(SqlUnit.accounts_named)),
-                repeats=self._batched(SqlUnit.record_repeats, file=file))
+                accounts=(LoopReader(file, self._engine.dialect, self._own(file))
+                          if file is not None else self._batched(SqlUnit.accounts_named)),
+                repeats=self._batched(SqlUnit.record_repeats,
+                                      own=self._own(file) if file is not None else None))
         return self._unit(self._batches)
 
+    def _own(self, file: str) -> Callable[[], _LoopSqlite]:
+        """The store's own connection to the SQLite ``file``, opened when first asked for:
+        its batches of repeats write on it, its account reads read on it."""
+        def own() -> _LoopSqlite:
+            if self._writer is None:
+                self._writer = own_connection(self, file, read_only=False)
+            return self._writer
+
+        return own
+
     def _batched(self, run: Callable[[SqlUnit, Sequence[Item]], Awaitable[list[Result]]],
-                 *, file: str | None = None) -> Batches[Item, Result]:
+                 *, own: Callable[[], _LoopSqlite] | None = None) -> Batches[Item, Result]:
         """Batches of ``run``, each in a unit of its own that joins no batch. On
         PostgreSQL each batch is one round trip of its own (``fetchmany``), so
         consecutive batches share one unit, and so one connection, until none is left
         waiting, or one fails (its connection may be gone). On SQLite each batch is a
-        transaction of its own: on the SQLite ``file``, on a connection of the batches'
-        own (one batch runs at a time), which costs no checkout from the pool (a thread
-        hand-off and back in aiosqlite's thread, two busy-timeout changes) and leaves
-        the pool's one connection to everyone else; with no file, on that connection."""
+        transaction of its own: on a SQLite file, on the store's ``own`` connection (one
+        batch runs at a time), which costs no checkout from the pool (a thread hand-off
+        and back in aiosqlite's thread, two busy-timeout changes) and leaves the pool's
+        one connection to everyone else; with no file, on that connection."""
         held: list[tuple[AsyncExitStack, SqlUnit]] = []
 
         async def release() -> None:
@@ -58,9 +69,7 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
 
         async def one(items: Sequence[Item]) -> list[Result]:
             if not self._postgres:
-                if file is not None and self._writer is None:
-                    self._writer = own_connection(self, file, read_only=False)
-                async with self._unit(None, own=self._writer) as unit:
+                async with self._unit(None, own=own() if own is not None else None) as unit:
                     results = await run(unit, items)
                 return results  # committed (and on disk) when the unit ended
             if not held:

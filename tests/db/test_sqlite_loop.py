@@ -157,6 +157,35 @@ async def test_repeats_on_a_file_run_on_a_connection_of_their_own(store: SqlStor
     assert len(await store.audit_events(AuditQuery(event="update"))) == 8
 
 
+async def test_account_reads_share_the_batches_connection_outside_transactions(
+        store: SqlStore) -> None:
+    """A unit's account read runs on the store's own connection, the batches' (its pages
+    stay cached across their commits); with a transaction open on it, never inside that:
+    on a read-only connection of its own, which sees only what was committed."""
+    account = await live_account(store)
+    assert await repeat(store, account, datetime.now(UTC))  # the own connection is open
+    assert store._writer is not None
+    writer = store._writer.conn
+    ran: list[str] = []
+    writer.set_trace_callback(ran.append)
+
+    async def read() -> Any:
+        async with store.unit() as unit:
+            return await unit.account(account.username)
+
+    assert (await read()).note is None
+    assert any(sql.startswith("SELECT") and "FROM accounts" in sql for sql in ran)
+    writer.execute("UPDATE accounts SET note = 'not committed'")
+    assert writer.in_transaction
+    ran.clear()
+    try:
+        assert (await read()).note is None
+        assert ran == []
+    finally:
+        writer.rollback()
+        writer.set_trace_callback(None)
+
+
 async def test_sqlite3_of_is_the_connection_aiosqlite_runs_statements_on(
         tmp_path: Path) -> None:
     """If aiosqlite keeps its sqlite3 connection elsewhere one day, this fails (and
