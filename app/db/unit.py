@@ -144,12 +144,6 @@ RECORD_REPEAT = (
                literal(1)).where(_matched)).cte("audited")))
 
 
-# SQLite: the rows an UPDATE changed, counted from its RETURNING (one call that reads
-# and closes its cursor).
-BUMP_LIVE_COUNTED = BUMP_LIVE.returning(_values.c.id)
-REHASH_COUNTED = REHASH.returning(_accounts.c.id)
-
-
 class _Compiled:
     """A statement compiled once for a driver called directly (sqlite3, asyncpg): its
     SQL, its parameters in order with SQLAlchemy's own conversions (a datetime is stored
@@ -198,11 +192,11 @@ def _for_driver(statement: ClauseElement, dialect: Dialect) -> _Compiled:
 
 class _Rows:
     """What the unit's callers read of a result: ``first``, ``scalar``, ``rowcount``
-    (for SQLite, the rows a statement returned)."""
+    (the rows a statement changed, else the rows it returned)."""
 
-    def __init__(self, rows: list[Any]) -> None:
+    def __init__(self, rows: list[Any], changed: int = -1) -> None:
         self._rows = rows
-        self.rowcount = len(rows)
+        self.rowcount = changed if changed >= 0 else len(rows)
 
     def first(self) -> Any:
         return self._rows[0] if self._rows else None
@@ -235,18 +229,21 @@ class _LoopSqlite:
         self._wrote = False
         conn.execute("PRAGMA busy_timeout=0")
 
-    async def run(self, sql: str, args: Sequence[Any]) -> list[Any]:
+    async def run(self, sql: str, args: Sequence[Any]) -> tuple[list[Any], int]:
+        """The statement's rows, and how many it changed (an UPDATE's, counted by SQLite
+        itself: a RETURNING clause to count them would double its cost), else -1."""
         conn = self.conn
         deadline, wait = time.monotonic() + BUSY_TIMEOUT_MS / 1000, _FIRST_WAIT
         while True:
             try:
-                rows = conn.execute(sql, args).fetchall()
+                cursor = conn.execute(sql, args)
+                rows = cursor.fetchall()
             except sqlite3.OperationalError as exc:
                 if not _busy(exc) or self._wrote or time.monotonic() >= deadline:
                     raise
             else:
                 self._wrote = self._wrote or conn.in_transaction
-                return rows
+                return rows, cursor.rowcount
             if conn.in_transaction:
                 conn.rollback()  # begun by the statement that failed: nothing in it
             await asyncio.sleep(wait)
@@ -339,8 +336,8 @@ class LoopReader:
                 self._reader = own_connection(self, self._database, read_only=True)
             sqlite = self._reader
         compiled = self._compiled
-        return _Rows(compiled.rows(await sqlite.run(
-            compiled.sql, compiled.parameters({"username": username})))).first()
+        rows, _ = await sqlite.run(compiled.sql, compiled.parameters({"username": username}))
+        return _Rows(compiled.rows(rows)).first()
 
 
 class SqlUnit:
@@ -401,8 +398,8 @@ class SqlUnit:
         if self._sqlite is not None:
             compiled = _for_driver(statement, self._engine.dialect)
             # sqlite3 opens the transaction itself before the first write.
-            rows = await self._sqlite.run(compiled.sql, compiled.parameters(params))
-            return _Rows(compiled.rows(rows))
+            rows, changed = await self._sqlite.run(compiled.sql, compiled.parameters(params))
+            return _Rows(compiled.rows(rows), changed)
         assert conn is not None  # PostgreSQL: always the pool's
         if self._touch is not None:
             touch, self._touch = self._touch, None
@@ -492,7 +489,7 @@ class SqlUnit:
         return await self._sqlite_repeat(repeat)
 
     async def _sqlite_repeat(self, repeat: Repeat) -> bool:
-        result = await self._execute(BUMP_LIVE_COUNTED,
+        result = await self._execute(BUMP_LIVE,
                                      {"target": repeat.name, "txt": repeat.value,
                                       "at": repeat.at})
         if not getattr(result, "rowcount", 0):
@@ -526,8 +523,7 @@ class SqlUnit:
 
     async def set_key_hash(self, username: str, key_hash: str, *, expected: str) -> bool:
         result = await self._execute(
-            REHASH if self._postgres else REHASH_COUNTED,
-            {"who": username, "expected": expected, "key_hash": key_hash})
+            REHASH, {"who": username, "expected": expected, "key_hash": key_hash})
         return bool(getattr(result, "rowcount", 0))
 
     async def settle(self, value_id: int, record_id: int, at: datetime, *,
