@@ -14,7 +14,14 @@ from app.db.accounts import SqlAccounts, to_account
 from app.db.audit import SqlAudit
 from app.db.batches import Batches, Item, Result
 from app.db.locks import advisory_key
-from app.db.unit import LoopReader, SqlUnit, UnitBatches, _LoopSqlite, own_connection
+from app.db.unit import (
+    LoopReader,
+    Repeat,
+    SqlUnit,
+    UnitBatches,
+    _LoopSqlite,
+    own_connection,
+)
 from app.db.values import SqlValues
 from app.errors import DomainError
 
@@ -33,11 +40,19 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         if self._batches is None:
             database = self._engine.url.database
             file = database if self._durable is not None and database else None
-            self._batches = UnitBatches(
-                accounts=(LoopReader(file, self._engine.dialect, self._own(file))
-                          if file is not None else self._batched(SqlUnit.accounts_named)),
-                repeats=self._batched(SqlUnit.record_repeats,
-                                      own=self._own(file) if file is not None else None))
+            if file is not None:
+                reader = LoopReader(file, self._engine.dialect, self._own(file))
+
+                def recorded(repeats: Sequence[Repeat], done: Sequence[bool]) -> None:
+                    reader.touched([(r.account_id, r.at)
+                                    for r, ok in zip(repeats, done, strict=True) if ok])
+
+                self._batches = UnitBatches(
+                    accounts=reader, repeats=self._batched(
+                        SqlUnit.record_repeats, own=self._own(file), committed=recorded))
+            else:
+                self._batches = UnitBatches(accounts=self._batched(SqlUnit.accounts_named),
+                                            repeats=self._batched(SqlUnit.record_repeats))
         return self._unit(self._batches)
 
     def _own(self, file: str) -> Callable[[], _LoopSqlite]:
@@ -51,7 +66,9 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         return own
 
     def _batched(self, run: Callable[[SqlUnit, Sequence[Item]], Awaitable[list[Result]]],
-                 *, own: Callable[[], _LoopSqlite] | None = None) -> Batches[Item, Result]:
+                 *, own: Callable[[], _LoopSqlite] | None = None,
+                 committed: Callable[[Sequence[Item], list[Result]], None] | None = None
+                 ) -> Batches[Item, Result]:
         """Batches of ``run``, each in a unit of its own that joins no batch. On
         PostgreSQL each batch is one round trip of its own (``fetchmany``), so
         consecutive batches share one unit, and so one connection, until none is left
@@ -59,7 +76,8 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         transaction of its own: on a SQLite file, on the store's ``own`` connection (one
         batch runs at a time), which costs no checkout from the pool (a thread hand-off
         and back in aiosqlite's thread, two busy-timeout changes) and leaves the pool's
-        one connection to everyone else; with no file, on that connection."""
+        one connection to everyone else; with no file, on that connection. ``committed``
+        hears each SQLite batch that committed."""
         held: list[tuple[AsyncExitStack, SqlUnit]] = []
 
         async def release() -> None:
@@ -71,7 +89,9 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
             if not self._postgres:
                 async with self._unit(None, own=own() if own is not None else None) as unit:
                     results = await run(unit, items)
-                return results  # committed (and on disk) when the unit ended
+                if committed is not None:  # committed (and on disk) when the unit ended
+                    committed(items, results)
+                return results
             if not held:
                 stack = AsyncExitStack()
                 held.append((stack, await stack.enter_async_context(self._unit(None))))

@@ -320,7 +320,17 @@ class LoopReader:
     about three times as long. A batch runs from its first write to its commit without
     letting the loop turn, so no transaction is open when a read starts; if one ever
     were, the read goes to a read-only connection of its own. Busy (a checkpoint
-    restarting the WAL, rarely): waited for with the loop free, as a unit does."""
+    restarting the WAL, rarely): waited for with the loop free, as a unit does.
+
+    The rows read are kept (the newest ``KEPT``) for as long as no other connection
+    commits anything: SQLite's ``data_version`` of a connection changes with every
+    commit of another (another process's included: the CLI revoking a credential, say)
+    and with none of its own. One pragma instead of a read of the row, and the row is
+    exactly what a read would give: the only change the own connection makes to an
+    account, its last-used time, is applied to the kept row once committed
+    (``touched``)."""
+
+    KEPT = 4096
 
     def __init__(self, database: str, dialect: Dialect,
                  writer: Callable[[], _LoopSqlite]) -> None:
@@ -328,16 +338,45 @@ class LoopReader:
         self._compiled = _for_driver(ACCOUNT_BY_USERNAME, dialect)
         self._writer = writer
         self._reader: _LoopSqlite | None = None
+        self._version: int | None = None
+        self._kept: dict[str, Any] = {}  # username: row, oldest first
+        self._usernames: dict[int, str] = {}  # of the rows kept, by account id
 
     async def __call__(self, username: str) -> Any:
         sqlite = self._writer()
         if sqlite.conn.in_transaction:
             if self._reader is None:
                 self._reader = own_connection(self, self._database, read_only=True)
-            sqlite = self._reader
+            return await self._read(self._reader, username)
+        ((version,),), _ = await sqlite.run(_DATA_VERSION, ())
+        if version != self._version:
+            self._kept.clear()
+            self._usernames.clear()
+            self._version = version
+        row = self._kept.get(username)
+        if row is None:
+            row = await self._read(sqlite, username)
+            if row is not None and self._version == version:
+                if len(self._kept) >= self.KEPT:
+                    self._usernames.pop(self._kept.pop(next(iter(self._kept))).id, None)
+                self._kept[username] = row
+                self._usernames[row.id] = username
+        return row
+
+    async def _read(self, sqlite: _LoopSqlite, username: str) -> Any:
         compiled = self._compiled
         rows, _ = await sqlite.run(compiled.sql, compiled.parameters({"username": username}))
         return _Rows(compiled.rows(rows)).first()
+
+    def touched(self, used: Sequence[tuple[int, datetime]]) -> None:
+        """The own connection committed these accounts' last-used times."""
+        for account_id, at in used:
+            username = self._usernames.get(account_id)
+            if username is not None:
+                self._kept[username] = self._kept[username]._replace(last_used_at=at)
+
+
+_DATA_VERSION = "PRAGMA data_version"
 
 
 class SqlUnit:

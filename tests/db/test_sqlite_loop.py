@@ -18,7 +18,7 @@ import aiosqlite
 import pytest
 from sqlalchemy import text
 
-from app.core.models import AuditEvent, AuditQuery
+from app.core.models import AccountChanges, AuditEvent, AuditQuery
 from app.db.engine import BUSY_TIMEOUT_MS, sqlite3_of
 from app.db.store import SqlStore
 from tests.db.rows import NAME, VALUE, live_account, store_on
@@ -184,6 +184,46 @@ async def test_account_reads_share_the_batches_connection_outside_transactions(
     finally:
         writer.rollback()
         writer.set_trace_callback(None)
+
+
+async def test_kept_account_rows_follow_every_commit_of_another_connection(
+        store: SqlStore) -> None:
+    """An account read is kept while no other connection commits: the next read of it
+    runs no SELECT. Another process's commit (the CLI revoking the credential) and one of
+    this process's pool connection (an admin change) are both seen at the next read; a
+    repeat's last-used time, committed on the store's own connection, is in the kept
+    row too."""
+    account = await live_account(store)
+    assert await repeat(store, account, datetime.now(UTC))  # the own connection is open
+    assert store._writer is not None
+    ran: list[str] = []
+    store._writer.conn.set_trace_callback(ran.append)
+
+    async def read() -> Any:
+        async with store.unit() as unit:
+            return await unit.account(account.username)
+
+    try:
+        await read()
+        ran.clear()
+        assert (await read()).revoked_at is None
+        assert not any("FROM accounts" in sql for sql in ran)  # kept
+
+        at = datetime.now(UTC)
+        assert await repeat(store, account, at)  # touches it, on the own connection
+        assert (await read()).last_used_at == at
+
+        cli = sqlite3.connect(database(store), isolation_level=None)
+        try:
+            cli.execute("UPDATE accounts SET revoked_at = '2026-01-01 00:00:00.000000'")
+        finally:
+            cli.close()
+        assert (await read()).revoked_at is not None
+
+        await store.update_account(account.username, AccountChanges(note="from the API"))
+        assert (await read()).note == "from the API"
+    finally:
+        store._writer.conn.set_trace_callback(None)
 
 
 async def test_sqlite3_of_is_the_connection_aiosqlite_runs_statements_on(
