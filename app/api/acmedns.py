@@ -20,7 +20,7 @@ from app.api.deps import (
 )
 from app.api.errors import error_response
 from app.api.live import DNS_HEADER, DNS_HEADER_DOC, LiveAnswer
-from app.api.request import parse_json_object
+from app.api.request import parse_json_object, request_body
 from app.core.names import parse_allowfrom
 from app.logs import event
 
@@ -49,7 +49,7 @@ def error_examples(*codes: str) -> dict[str, Any]:
         "example": {"allowfrom": ["192.0.2.0/24"]}}}}})
 async def register(request: Request, services: ServicesDep, client: ClientDep) -> JSONResponse:
     """Create a delegated account (when REGISTRATION allows); answers the account once."""
-    body = parse_json_object(await request.body())
+    body = parse_json_object(await request_body(request))
     allowfrom = parse_allowfrom(body.get("allowfrom"))
     issued = await services.accounts.register(
         allowfrom, client=client.label,

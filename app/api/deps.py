@@ -23,6 +23,7 @@ from app.api.request import (
     basic_auth,
     bearer_token,
     parse_json_object,
+    request_body,
     scope_client,
     scope_client_label,
 )
@@ -118,7 +119,7 @@ async def json_body(request: Request) -> dict[str, Any] | None:
         parsed: dict[str, Any] | None = scope[_BODY]
     except KeyError:
         try:
-            parsed = parse_json_object(await request.body())
+            parsed = parse_json_object(await request_body(request))
         except MalformedJson:
             parsed = None
         scope[_BODY] = parsed

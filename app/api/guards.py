@@ -9,13 +9,16 @@ from collections.abc import Awaitable, Callable
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.request import BODY
+
 MAX_BODY = 16 * 1024  # an acme-dns, httpreq or admin body is well under 1 KiB
 BODY_TIMEOUT = 10.0  # seconds for a whole body: a slow sender holds nothing for long
 
 
 class BodyGuard:
     """Reads each body before the app does, at most MAX_BODY bytes within ``timeout``
-    (BODY_TIMEOUT), and answers 400/413/408 itself; the app then reads the buffered copy.
+    (BODY_TIMEOUT), and answers 400/413/408 itself; the app then reads the buffered copy
+    (``app.api.request.request_body``).
     So no route, the admin API's included, can be made to buffer more or wait longer. It
     runs outside InFlightLimit: a body still arriving holds no in-flight slot."""
 
@@ -55,6 +58,7 @@ class BodyGuard:
             await _answer(scope, receive, send, 408, "request_timeout", close=True)
             return
         body = b"".join(chunks)
+        scope[BODY] = body
         replayed = False
 
         async def replay() -> Message:

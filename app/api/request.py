@@ -15,6 +15,16 @@ from starlette.types import Scope
 from app.core.names import IPAddress, IPNetwork, in_networks
 from app.errors import MalformedJson
 
+# The scope key under which BodyGuard (app.api.guards) leaves the body it read.
+BODY = "acme_delegate.body"
+
+
+async def request_body(request: Request) -> bytes:
+    """The request's body: as BodyGuard read it, without a second pass through the
+    receive channel and Starlette's stream (``Request.body``, for an app without it)."""
+    body: bytes | None = request.scope.get(BODY)
+    return body if body is not None else await request.body()
+
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object with lower-cased keys, whatever the Content-Type says.
