@@ -23,6 +23,24 @@ def test_every_route_of_the_class_is_called_directly() -> None:
     assert [r.path for r in routes if _direct_call(r.dependant) is None] == []
 
 
+def test_the_write_routes_are_on_the_app_itself() -> None:
+    """Not behind an included router, which FastAPI matches through on every request,
+    and declared as included ones would be: the same OpenAPI document."""
+    from app.config import Settings
+    from app.main import _on_the_app, create_app
+
+    app = create_app(Settings(database_url="sqlite:///:memory:"))
+    direct = {r.path for r in app.router.routes if isinstance(r, UnitOfWorkRoute)}
+    assert direct == {"/update", "/present", "/cleanup", "/register", "/health"}
+
+    included, flat = FastAPI(), FastAPI()
+    for router in (acmedns.router, httpreq.router):
+        included.include_router(router)
+        _on_the_app(flat, router)
+    assert flat.openapi() == included.openapi()
+    assert "/update" in flat.openapi()["paths"]
+
+
 async def test_dependency_overrides_are_honoured(harness: Harness) -> None:
     account = await harness.create_account(domain="www.example.com")
     value = challenge_value(1)
