@@ -3,8 +3,9 @@ map and flush would cost more than they give to these few statements, whose shap
 built once here and compiled once per engine.
 
 On SQLite the compiled statements run on the event loop's own thread, directly on the
-sqlite3 connection under the pool's one connection: while the unit has it checked out
-nobody else in the process can use it, and a statement there costs tens of
+sqlite3 connection under the pool's one connection (or, for the store's batches, on a
+connection of the store's own, ``own_connection``): while the unit has it nobody else
+in the process can use it, and a statement there costs tens of
 microseconds where a hand-off to aiosqlite's thread costs about a hundred of CPU and
 leaves the connection checked out while the busy loop gets round to the next step
 (every other request queues behind it). Two things must then never happen on the
@@ -16,11 +17,12 @@ themselves, the WAL sync's thread does (``app.db.durable``).
 
 A request's first steps go to the store (``UnitBatches``): its account read, and its
 repeat if nothing of its own came before. Concurrent requests' repeats share one
-transaction (``app.db.batches``): one checkout, one commit (and, on SQLite, one wait
-for the WAL's sync) for the batch; on PostgreSQL their reads share one round trip, and
-on a SQLite file each read runs on the loop's thread on a read-only connection of its
-own (``LoopReader``). A unit that took those steps alone took a connection for each,
-and that, not the statements, was most of what a repeat cost.
+transaction (``app.db.batches``): one commit (and, on SQLite, one wait for the WAL's
+sync) for the batch; on PostgreSQL their reads share one round trip, and on a SQLite
+file each read runs on the loop's thread on the batches' connection, or is answered
+from the rows kept since no other connection committed (``LoopReader``). A unit that
+took those steps alone took a connection for each, and that, not the statements, was
+most of what a repeat cost.
 
 On PostgreSQL every round trip costs CPU on both sides (the database shares the
 machine), so a repeat is two, each shared with its batch: the accounts, read outside
