@@ -16,10 +16,10 @@ from app.db.batches import Batches, Item, Result
 from app.db.locks import advisory_key
 from app.db.unit import (
     LoopReader,
+    LoopSqlite,
     Repeat,
     SqlUnit,
     UnitBatches,
-    _LoopSqlite,
     own_connection,
 )
 from app.db.values import SqlValues
@@ -30,7 +30,7 @@ __all__ = ["SqlStore", "advisory_key"]  # app.db.budget keys its lock here
 
 class SqlStore(SqlAccounts, SqlValues, SqlAudit):
     _batches: UnitBatches | None = None
-    _writer: _LoopSqlite | None = None  # on a SQLite file: the store's own connection
+    _writer: LoopSqlite | None = None  # on a SQLite file: the store's own connection
 
     def unit(self) -> AbstractAsyncContextManager[SqlUnit]:
         """One request's unit of work (what is atomic in it: ``app.core.ports.Unit``).
@@ -55,10 +55,10 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
                                             repeats=self._batched(SqlUnit.record_repeats))
         return self._unit(self._batches)
 
-    def _own(self, file: str) -> Callable[[], _LoopSqlite]:
+    def _own(self, file: str) -> Callable[[], LoopSqlite]:
         """The store's own connection to the SQLite ``file``, opened when first asked for:
         its batches of repeats write on it, its account reads read on it."""
-        def own() -> _LoopSqlite:
+        def own() -> LoopSqlite:
             if self._writer is None:
                 self._writer = own_connection(self, file, read_only=False)
             return self._writer
@@ -66,7 +66,7 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         return own
 
     def _batched(self, run: Callable[[SqlUnit, Sequence[Item]], Awaitable[list[Result]]],
-                 *, own: Callable[[], _LoopSqlite] | None = None,
+                 *, own: Callable[[], LoopSqlite] | None = None,
                  committed: Callable[[Sequence[Item], list[Result]], None] | None = None
                  ) -> Batches[Item, Result]:
         """Batches of ``run``, each in a unit of its own that joins no batch. On
@@ -107,7 +107,7 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         return Batches(one, idle=release)
 
     @asynccontextmanager
-    async def _unit(self, batches: UnitBatches | None, *, own: _LoopSqlite | None = None
+    async def _unit(self, batches: UnitBatches | None, *, own: LoopSqlite | None = None
                     ) -> AsyncIterator[SqlUnit]:
         unit = SqlUnit(self._engine, local=self._local, postgres=self._postgres,
                        to_account=to_account, on_audit=self._on_audit,

@@ -12,7 +12,7 @@ leaves the connection checked out while the busy loop gets round to the next ste
 loop: sleeping in SQLite's busy handler (another process, the CLI say, or a checkpoint
 holding the write lock) and checkpointing the WAL (a sync of the database file). The
 unit sets the connection's busy timeout to 0 while it has it, and waits for the lock
-with the loop free (``_LoopSqlite``); the engine's connections never checkpoint by
+with the loop free (``LoopSqlite``); the engine's connections never checkpoint by
 themselves, the WAL sync's thread does (``app.db.durable``).
 
 A request's first steps go to the store (``UnitBatches``): its account read, and its
@@ -216,7 +216,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
-class _LoopSqlite:
+class LoopSqlite:
     """A unit's statements on the pooled connection's sqlite3 connection, on the event
     loop's thread, with its busy timeout 0 until ``release``: a lock held by another
     process fails a statement at once instead of sleeping the loop in SQLite's busy
@@ -265,7 +265,7 @@ class _LoopSqlite:
                 self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
-def own_connection(owner: object, database: str, *, read_only: bool) -> _LoopSqlite:
+def own_connection(owner: object, database: str, *, read_only: bool) -> LoopSqlite:
     """A sqlite3 connection of the store's own to a SQLite file, for the event loop's
     thread only, set up as the engine's are (``app.db.engine``: foreign keys on, no
     checkpoint by itself, ...), busy timeout 0 for good; closed with ``owner``."""
@@ -274,7 +274,7 @@ def own_connection(owner: object, database: str, *, read_only: bool) -> _LoopSql
     if read_only:
         conn.execute("PRAGMA query_only=1")
     weakref.finalize(owner, conn.close)
-    return _LoopSqlite(conn, pooled=False)
+    return LoopSqlite(conn, pooled=False)
 
 
 def _repeat_params(repeat: Repeat) -> dict[str, Any]:
@@ -335,11 +335,11 @@ class LoopReader:
     KEPT = 4096
 
     def __init__(self, database: str, dialect: Dialect,
-                 writer: Callable[[], _LoopSqlite]) -> None:
+                 writer: Callable[[], LoopSqlite]) -> None:
         self._database = database
         self._compiled = _for_driver(ACCOUNT_BY_USERNAME, dialect)
         self._writer = writer
-        self._reader: _LoopSqlite | None = None
+        self._reader: LoopSqlite | None = None
         self._version: int | None = None
         self._kept: dict[str, Any] = {}  # username: row, oldest first
         self._usernames: dict[int, str] = {}  # of the rows kept, by account id
@@ -365,7 +365,7 @@ class LoopReader:
                 self._usernames[row.id] = username
         return row
 
-    async def _read(self, sqlite: _LoopSqlite, username: str) -> Any:
+    async def _read(self, sqlite: LoopSqlite, username: str) -> Any:
         compiled = self._compiled
         rows, _ = await sqlite.run(compiled.sql, compiled.parameters({"username": username}))
         return _Rows(compiled.rows(rows)).first()
@@ -394,12 +394,12 @@ class SqlUnit:
                  on_audit: Callable[[AuditEvent], None] | None,
                  durable: Callable[[], Awaitable[None]] | None = None,
                  batches: UnitBatches | None = None,
-                 own: _LoopSqlite | None = None) -> None:
+                 own: LoopSqlite | None = None) -> None:
         self._engine = engine
         self._batches = batches
         self._own = own  # a SQLite connection of the store's own, instead of the pool's
         self._conn: AsyncConnection | None = None  # taken at the first statement
-        self._sqlite: _LoopSqlite | None = None  # its sqlite3 connection, on SQLite
+        self._sqlite: LoopSqlite | None = None  # its sqlite3 connection, on SQLite
         self._pg: Any = None  # its driver's (an asyncpg connection), on PostgreSQL
         self._pooled: PoolProxiedConnection | None = None  # the pool's handle on it
         self._local = local
@@ -427,7 +427,7 @@ class SqlUnit:
                 if self._postgres:
                     self._pooled, self._pg = raw, raw.driver_connection
                 else:
-                    self._sqlite = _LoopSqlite(
+                    self._sqlite = LoopSqlite(
                         sqlite3_of(cast(aiosqlite.Connection, raw.driver_connection)))
             except BaseException:
                 await self._close()
