@@ -38,6 +38,7 @@ from typing import Any
 from bench.common import require_database, say, service_env, workdir_for
 from bench.loadgen import update_request
 from bench.overhead import UNTHROTTLED, ZONE
+from tests.support.asgi import asgi_request
 from tests.support.databases import drop_database, fresh_database
 from tests.support.seed import Credential, Values, seed_accounts
 from tests.support.standin import StandinProcess
@@ -46,46 +47,21 @@ NAME = "inprocess"
 
 
 class Driver:
-    """Calls an ASGI app as an HTTP server would: one ``http`` scope, one body message."""
+    """Sends repeats to an ASGI app as uvicorn would hand them to it
+    (``tests.support.asgi``), with no deadline of its own."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        scope = {
-            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1", "method": "POST", "scheme": "http", "path": path,
-            "raw_path": path.encode(), "query_string": b"", "root_path": "",
-            "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        *((k.lower().encode(), v.encode()) for k, v in headers.items())],
-            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8080), "state": {},
-        }
-        sent = False
-        status = 0
-        chunks: list[bytes] = []
-
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                await asyncio.Event().wait()  # nothing more: the client stays connected
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-
-        await self.app(scope, receive, send)
-        return status, b"".join(chunks)
-
     async def update(self, credential: Credential, value: str) -> int:
         body, headers = update_request(credential, value)
-        status, _ = await self.post("/update", body, headers)
-        return status
+        reply = await asgi_request(
+            self.app, "POST", b"/update",
+            [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+             (b"content-length", str(len(body)).encode()),
+             *((k.encode(), v.encode()) for k, v in headers.items())],
+            [body], timeout=None)
+        return reply.status
 
 
 async def drive(driver: Driver, jobs: Sequence[tuple[Credential, str]], total: int

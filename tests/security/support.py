@@ -4,14 +4,12 @@ un-normalised paths), and before/after views of the database and DNS."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import httpx
 from sqlalchemy import select
@@ -21,6 +19,7 @@ from app.db.tables import AccountRow, AuditRow, TxtValueRow
 from app.main import create_app
 from app.standin import StandinState
 from tests.conftest import Harness, dns_for, do_transport
+from tests.support.asgi import RawResponse
 
 # The abuse limits (app/pacing/limits.py) would answer 429 long before a fuzzer is done; these
 # tests are about parsing and scope, so the limits are raised where the settings exist.
@@ -61,90 +60,6 @@ def app_harness_factory(make_settings: Callable[..., Settings], do_state: Standi
                                      app.state.metrics, app)
 
     return build
-
-
-# --- raw ASGI --------------------------------------------------------------------------
-
-
-@dataclass
-class RawResponse:
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    # What the app raised after answering (Starlette re-raises a 500's exception to the
-    # server, which logs it): a crash even when the client got a tidy body.
-    raised: BaseException | None = None
-
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-async def asgi_request(
-    app: Any,
-    method: str,
-    raw_path: bytes,
-    headers: Sequence[tuple[bytes, bytes]] = (),
-    chunks: Sequence[bytes] = (),
-    *,
-    query: bytes = b"",
-    client: tuple[str, int] = ("127.0.0.1", 40000),
-    timeout: float = 30,
-) -> RawResponse:
-    """One request with exactly these bytes, as uvicorn would hand it to the app
-    (path percent-decoded as UTF-8 with replacement, headers as given)."""
-    has_host = any(k.lower() == b"host" for k, _ in headers)
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": unquote(raw_path.decode("latin-1"), errors="replace"),
-        "raw_path": raw_path,
-        "query_string": query,
-        "root_path": "",
-        "headers": ([] if has_host else [(b"host", b"acme.test")])
-        + [(k.lower(), v) for k, v in headers],
-        "client": client,
-        "server": ("acme.test", 80),
-    }
-    pending = list(chunks) or [b""]
-    done = asyncio.Event()
-    started: dict[str, Any] = {}
-    body = bytearray()
-
-    async def receive() -> dict[str, Any]:
-        if pending:
-            chunk = pending.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            started.update(message)
-        elif message["type"] == "http.response.body":
-            body.extend(message.get("body", b""))
-            if not message.get("more_body", False):
-                done.set()
-
-    raised: BaseException | None = None
-    try:
-        await asyncio.wait_for(app(scope, receive, send), timeout)
-    except Exception as exc:
-        if not started:
-            raise
-        raised = exc
-    done.set()
-    assert started, "the app sent no response"
-    return RawResponse(started["status"], list(started.get("headers", [])), bytes(body),
-                       raised)
 
 
 # --- what a refusal looks like ---------------------------------------------------------

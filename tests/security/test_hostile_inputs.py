@@ -41,14 +41,13 @@ from tests.conftest import (
 )
 from tests.security.support import (
     AppHarness,
-    RawResponse,
     app_harness_factory,
-    asgi_request,
     assert_unchanged,
     error_code,
     refused,
     state_of,
 )
+from tests.support.asgi import RawResponse, asgi_request
 from tests.support.env import cli_env
 from tests.support.processes import Serve
 

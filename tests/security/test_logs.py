@@ -13,7 +13,8 @@ from sqlalchemy import text
 
 from app import logs
 from app.db.engine import create_engine
-from tests.security.support import app_harness_factory, asgi_request
+from tests.security.support import app_harness_factory
+from tests.support.asgi import asgi_request
 
 FORGED = ("2026-12-02 04:00:00,000 WARNING acme_delegate.accounts event=auth.refused "
           "account=00000000-0000-4000-8000-000000000000 reason=wrong_subdomain "
