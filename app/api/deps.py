@@ -47,28 +47,25 @@ async def get_services(request: Request) -> Services:
 @dataclass(frozen=True)
 class Client:
     address: IPAddress | None
-
-    @property
-    def label(self) -> str | None:
-        return str(self.address) if self.address else None
+    label: str | None  # the address as text, as the audit trail names it
 
 
-def client_of(request: Request, services: Services) -> IPAddress | None:
-    """The request's client address, worked out once per request (the access log reads
-    the same one)."""
-    return scope_client(request.scope, services.settings.trusted_proxies)
+def client_at(request: Request, services: Services) -> Client:
+    """The request's client address and that as text, each worked out once per request."""
+    trusted = services.settings.trusted_proxies
+    return Client(scope_client(request.scope, trusted),
+                  scope_client_label(request.scope, trusted))
 
 
 def caller_of(request: Request, services: Services, username: object, key: object
               ) -> Caller:
     """The credential a request carries, with its client address (and that as text)."""
-    trusted = services.settings.trusted_proxies
-    return Caller(username, key, scope_client(request.scope, trusted),
-                  scope_client_label(request.scope, trusted))
+    client = client_at(request, services)
+    return Caller(username, key, client.address, client.label)
 
 
 async def get_client(request: Request) -> Client:
-    return Client(client_of(request, services_of(request)))
+    return client_at(request, services_of(request))
 
 
 def _same_secret(given: str, expected: str) -> bool:

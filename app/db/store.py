@@ -41,7 +41,8 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
             database = self._engine.url.database
             file = database if self._durable is not None and database else None
             if file is not None:
-                reader = LoopReader(file, self._engine.dialect, self._own(file))
+                own = self._own(file)
+                reader = LoopReader(file, self._engine.dialect, own)
 
                 def recorded(repeats: Sequence[Repeat], done: Sequence[bool]) -> None:
                     reader.touched([(r.account_id, r.at)
@@ -49,7 +50,7 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
 
                 self._batches = UnitBatches(
                     accounts=reader, repeats=self._batched(
-                        SqlUnit.record_repeats, own=self._own(file), committed=recorded))
+                        SqlUnit.record_repeats, own=own, committed=recorded))
             else:
                 self._batches = UnitBatches(accounts=self._batched(SqlUnit.accounts_named),
                                             repeats=self._batched(SqlUnit.record_repeats))

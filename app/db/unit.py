@@ -217,8 +217,9 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class LoopSqlite:
-    """A unit's statements on the pooled connection's sqlite3 connection, on the event
-    loop's thread, with its busy timeout 0 until ``release``: a lock held by another
+    """A unit's statements on a sqlite3 connection, on the event loop's thread: the pooled
+    connection's, with its busy timeout 0 until ``release``, or one of the store's own
+    (``own_connection``), whose busy timeout stays 0. A lock held by another
     process fails a statement at once instead of sleeping the loop in SQLite's busy
     handler. Until the unit has written, such a failure rolls its transaction back (it
     holds nothing yet) and the statement is tried again after an asynchronous wait, for
