@@ -138,6 +138,7 @@ async def build_services(
             yield Services(settings, engine, store, provider, budget, zones, challenges,
                            accounts, reconciler, gate, propagation)
         finally:
+            await store.close()
             await budget.close()
             await throttle.close()
     finally:

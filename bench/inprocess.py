@@ -33,6 +33,7 @@ import resource
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from bench.common import require_database, say, service_env, workdir_for
@@ -99,7 +100,8 @@ async def _callgrind(state: str) -> None:
 
 
 async def measure(env: dict[str, str], credentials: Sequence[Credential], *, clients: int,
-                  requests: int, warmup: int, profile: int, floor: bool) -> dict[str, Any]:
+                  requests: int, warmup: int, profile: int, floor: bool,
+                  profile_file: Path | None = None) -> dict[str, Any]:
     # The service's settings, read from the environment a `serve` would get.
     os.environ.update({k: v for k, v in env.items() if k.startswith("ACME_DELEGATE_")})
     from app.cli.common import configure_logging
@@ -139,12 +141,15 @@ async def measure(env: dict[str, str], credentials: Sequence[Credential], *, cli
     if profiler is not None:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(profile)
+        if profile_file is not None:  # whole, for pstats or snakeviz: callers and all
+            profiler.dump_stats(profile_file)
         result["profile"] = text.getvalue()
     return result
 
 
 def run(*, database: str, clients: int, requests: int, warmup: int, dns_wait: bool,
-        profile: int, floor: bool = False) -> dict[str, Any]:
+        profile: int, floor: bool = False, profile_file: Path | None = None
+        ) -> dict[str, Any]:
     require_database(database)
     work = workdir_for(NAME)
     url = fresh_database(database, workdir=work, name="acme_delegate_inprocess")
@@ -164,7 +169,8 @@ def run(*, database: str, clients: int, requests: int, warmup: int, dns_wait: bo
                 try:
                     return asyncio.run(measure(env, credentials, clients=clients,
                                                requests=requests, warmup=warmup,
-                                               profile=profile, floor=floor))
+                                               profile=profile, floor=floor,
+                                               profile_file=profile_file))
                 finally:
                     os.dup2(stderr, 2)
                     os.close(stderr)
@@ -184,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="each 200 waits for the stand-in's DNS to serve the value")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="cProfile the measured requests; print the top N by own time")
+    parser.add_argument("--profile-file", type=Path, metavar="PATH",
+                        help="with --profile: also write the whole profile there "
+                             "(python -m pstats PATH)")
     parser.add_argument("--floor", action="store_true",
                         help="drive the floor (bench._floor: a bare FastAPI route parsing "
                              "the same body) instead of the service, for comparison")
@@ -192,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--clients and --requests must be at least 1")
     result = run(database=args.database, clients=args.clients, requests=args.requests,
                  warmup=args.warmup, dns_wait=args.dns_wait, profile=args.profile,
-                 floor=args.floor)
+                 floor=args.floor, profile_file=args.profile_file)
     what = "the floor" if args.floor else args.database
     say(f"{what}, {args.clients} clients, {args.requests} repeats: "
         f"{result['cpu_us_per_request']} µs CPU ({result['user_us_per_request']} user, "

@@ -6,13 +6,14 @@ shared ``Database`` (engine, transactions, locks), plus ``unit``: one request's 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from app.core.models import AuditEvent
 from app.db.accounts import SqlAccounts, to_account
 from app.db.audit import SqlAudit
-from app.db.batches import Batches, Item, Result
+from app.db.batches import Batches, Held, Item, Result
 from app.db.locks import advisory_key
 from app.db.unit import (
     LoopReader,
@@ -26,6 +27,11 @@ from app.db.values import SqlValues
 from app.errors import DomainError
 
 __all__ = ["SqlStore", "advisory_key"]  # app.db.budget keys its lock here
+
+# How long the batches' PostgreSQL connection is held with no batch on it: under load it
+# never goes back to the pool; one that sat this long is given back (a held connection
+# is not pinged; the pool pings one idle for longer than app.db.engine.PING_IDLE_SECONDS).
+HOLD_SECONDS = 0.5
 
 
 class SqlStore(SqlAccounts, SqlValues, SqlAudit):
@@ -71,41 +77,39 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
                  committed: Callable[[Sequence[Item], list[Result]], None] | None = None
                  ) -> Batches[Item, Result]:
         """Batches of ``run``, each in a unit of its own that joins no batch. On
-        PostgreSQL each batch is one round trip of its own (``fetchmany``), so
-        consecutive batches share one unit, and so one connection, until none is left
-        waiting, or one fails (its connection may be gone). On SQLite each batch is a
-        transaction of its own: on a SQLite file, on the store's ``own`` connection (one
-        batch runs at a time), which costs no checkout from the pool (a thread hand-off
-        and back in aiosqlite's thread, two busy-timeout changes) and leaves the pool's
-        one connection to everyone else; with no file, on that connection. ``committed``
-        hears each SQLite batch that committed."""
-        held: list[tuple[AsyncExitStack, SqlUnit]] = []
-
-        async def release() -> None:
-            if held:
-                stack, _ = held.pop()
-                await stack.aclose()
+        PostgreSQL each batch is one round trip of its own (``fetchmany``), so every
+        batch, reads and repeats alike, runs in the one unit the store holds
+        (``_lane``): one connection, checked out when a batch comes after a pause and
+        given back after the next (``HOLD_SECONDS``), or when a batch fails (its
+        connection may be gone). On SQLite each batch is a transaction of its own: on a
+        SQLite file, on the store's ``own`` connection (one batch runs at a time), which
+        costs no checkout from the pool (a thread hand-off and back in aiosqlite's
+        thread, two busy-timeout changes) and leaves the pool's one connection to
+        everyone else; with no file, on that connection. ``committed`` hears each SQLite
+        batch that committed."""
+        lane = Held(lambda: self._unit(None), hold=HOLD_SECONDS)
+        self._lanes.append(lane)
 
         async def one(items: Sequence[Item]) -> list[Result]:
-            if not self._postgres:
-                async with self._unit(None, own=own() if own is not None else None) as unit:
-                    results = await run(unit, items)
-                if committed is not None:  # committed (and on disk) when the unit ended
-                    committed(items, results)
-                return results
-            if not held:
-                stack = AsyncExitStack()
-                held.append((stack, await stack.enter_async_context(self._unit(None))))
-            stack, unit = held[0]
-            try:
-                return await run(unit, items)
-            except BaseException as exc:
-                held.clear()
-                if not await stack.__aexit__(type(exc), exc, exc.__traceback__):
-                    raise
-                raise AssertionError("a unit of work swallowed an exception") from exc
+            if self._postgres:
+                return await lane.use(lambda unit: run(unit, items))
+            async with self._unit(None, own=own() if own is not None else None) as unit:
+                results = await run(unit, items)
+            if committed is not None:  # committed (and on disk) when the unit ended
+                committed(items, results)
+            return results
 
-        return Batches(one, idle=release)
+        return Batches(one)
+
+    @cached_property
+    def _lanes(self) -> list[Held[SqlUnit]]:
+        return []
+
+    async def close(self) -> None:
+        """Give back what the store holds (its batches' connections); the engine stays
+        the caller's to dispose of, after this."""
+        for lane in self._lanes:
+            await lane.close()
 
     @asynccontextmanager
     async def _unit(self, batches: UnitBatches | None, *, own: LoopSqlite | None = None

@@ -20,9 +20,11 @@ VALUE = "v" * 43
 async def store_on(database_url: str) -> AsyncIterator[SqlStore]:
     """``SqlStore`` on ``database_url`` (migrated, empty), on an engine of its own."""
     engine = create_engine(database_url)
+    store = SqlStore(engine)
     try:
-        yield SqlStore(engine)
+        yield store
     finally:
+        await store.close()
         await engine.dispose()
 
 

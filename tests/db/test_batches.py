@@ -4,13 +4,14 @@ or a cancellation does to the others."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import pytest
 
 from app.core.models import Account, AuditEvent, AuditQuery
-from app.db.batches import Batches
+from app.db.batches import Batches, Held
 from app.db.store import SqlStore
 from tests.db.rows import VALUE, live_account
 
@@ -134,33 +135,91 @@ async def test_concurrent_repeats_share_one_transaction_and_each_is_recorded(
     assert len(await store.audit_events(AuditQuery(event="update"))) == 8
 
 
-async def test_idle_is_awaited_when_nothing_waits_and_calls_made_meanwhile_are_served() -> None:
-    run = Recorder()
-    idled: list[int] = []
-    late: list[asyncio.Future[int]] = []
+class Resource:
+    """What ``Held`` holds: counts its openings and records how each ended."""
 
-    async def idle() -> None:
-        idled.append(len(run.batches))
-        if len(idled) == 1:  # a call arrives while the run function lets go
-            late.append(asyncio.ensure_future(batches(9)))
-            await asyncio.sleep(0)
+    def __init__(self) -> None:
+        self.endings: list[str] = []
+        self.open = 0
 
-    batches = Batches(run, idle=idle)
-    assert list(await asyncio.gather(batches(1), batches(2))) == [10, 20]
-    assert await late[0] == 90
-    assert run.batches == [[1, 2], [9]] and idled == [1, 2]
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[int]:
+        self.open += 1
+        try:
+            yield len(self.endings)
+        except BaseException as exc:
+            self.endings.append(type(exc).__name__)
+            raise
+        finally:
+            self.open -= 1
+        self.endings.append("closed")
+
+
+async def test_held_serves_uses_in_a_row_on_one_opening_and_lets_go_when_they_stop() -> None:
+    resource = Resource()
+    held = Held(resource, hold=0.05)
+    seen = [await held.use(lambda value: asyncio.sleep(0, value)) for _ in range(3)]
+    assert seen == [0, 0, 0] and held.opened == 1 and resource.open == 1
+    await asyncio.sleep(0.2)  # no use for longer than the hold
+    assert resource.open == 0 and resource.endings == ["closed"]
+    assert await held.use(lambda value: asyncio.sleep(0, value)) == 1  # opened afresh
+    assert held.opened == 2
+    await held.close()
+    assert resource.open == 0 and resource.endings == ["closed", "closed"]
+
+
+async def test_held_lets_go_when_a_use_fails_and_the_failure_goes_through() -> None:
+    resource = Resource()
+    held = Held(resource, hold=60)
+
+    async def fails(_value: int) -> None:
+        raise ConnectionResetError("lost")
+
+    with pytest.raises(ConnectionResetError):
+        await held.use(fails)
+    assert resource.open == 0 and resource.endings == ["ConnectionResetError"]
+    assert await held.use(lambda value: asyncio.sleep(0, value)) == 1
+    await held.close()
+    assert resource.open == 0
+
+
+async def test_held_runs_one_use_at_a_time_and_close_waits_for_the_one_running() -> None:
+    resource = Resource()
+    held = Held(resource, hold=60)
+    running: list[int] = []
+    gate = asyncio.Event()
+
+    async def work(value: int) -> int:
+        running.append(value)
+        assert len(running) == 1  # alone on what is held
+        await gate.wait()
+        running.pop()
+        return value
+
+    uses = [asyncio.ensure_future(held.use(work)) for _ in range(2)]
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(held.close())
+    await asyncio.sleep(0.01)
+    assert not closing.done() and resource.open == 1
+    gate.set()
+    assert await asyncio.gather(*uses) == [0, 0]
+    await closing  # after the uses before it, and nothing left held (no timer either)
+    assert resource.open == 0 and resource.endings == ["closed"]
 
 
 @pytest.mark.postgres
 async def test_postgres_batches_one_after_another_share_a_connection(
-        postgres_url: str) -> None:
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Repeats arriving while a batch runs form the next one, on the connection the
     batch before had: one checkout for the reads and one for the repeats, however many
-    batches follow each other."""
+    batches follow each other; each connection goes back to the pool once no batch came
+    for HOLD_SECONDS, and at the store's close."""
     from sqlalchemy import event as sa_event
 
+    from app.db import store as store_module
     from app.db.engine import create_engine
 
+    monkeypatch.setattr(store_module, "HOLD_SECONDS", 0.3)
     engine = create_engine(postgres_url, ping_idle=3600)
     try:
         store = SqlStore(engine)
@@ -180,8 +239,42 @@ async def test_postgres_batches_one_after_another_share_a_connection(
         batches = store._batches
         assert batches is not None and batches.repeats.batches > 1
         assert len(checkouts) == 2
+        pool = engine.sync_engine.pool
+        assert pool.checkedout() == 2  # held for the next batches
+        await asyncio.sleep(0.05)
+        assert await repeat(store, accounts[0], at)  # within the hold: the same ones
+        assert len(checkouts) == 2
+        await asyncio.sleep(0.6)
+        assert pool.checkedout() == 0  # no batch for longer than the hold: given back
+        assert await repeat(store, accounts[0], at)
+        assert len(checkouts) == 4 and pool.checkedout() == 2
+        await store.close()
+        assert pool.checkedout() == 0
     finally:
+        await store.close()
         await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_the_service_gives_its_batches_connection_back_when_it_stops(
+        postgres_url: str) -> None:
+    """The connection the batches hold goes back before the engine is disposed of: a
+    service stopping mid-load leaves no connection to be dropped with the process."""
+    import httpx
+
+    from app.wiring import build_services
+    from tests.conftest import settings_maker
+
+    async with (httpx.AsyncClient(transport=httpx.MockTransport(
+                    lambda _: httpx.Response(404))) as http,
+                build_services(settings_maker(postgres_url)(), http=http) as services):
+        store = services.store
+        assert isinstance(store, SqlStore)
+        account = await live_account(store)
+        assert await repeat(store, account, datetime.now(UTC))
+        pool = services.engine.sync_engine.pool
+        assert pool.checkedout() == 2  # held for the next batches (reads, repeats)
+    assert pool.checkedout() == 0
 
 
 async def test_sqlite_account_reads_need_neither_the_pool_nor_the_write_lock(
@@ -222,6 +315,7 @@ async def test_sqlite_account_reads_need_neither_the_pool_nor_the_write_lock(
         finally:
             writer.close()
     finally:
+        await store.close()
         await engine.dispose()
 
 

@@ -154,6 +154,7 @@ async def test_a_sqlite_repeat_never_hands_off_to_aiosqlites_thread(
         (value,) = await store.values_at(NAME)
         assert value.updated_at == at  # committed, and read back through aiosqlite
     finally:
+        await store.close()
         await engine.dispose()
 
 
@@ -179,6 +180,7 @@ async def test_a_postgres_repeat_is_two_round_trips(postgres_url: str) -> None:
             await repeat()
             assert relay.count - before == 2
         finally:
+            await store.close()
             await engine.dispose()
 
 
@@ -214,6 +216,7 @@ async def test_a_postgres_repeat_waits_for_no_session_that_holds_the_name(
                                             event=event(at))
         assert len(await store.audit_events(AuditQuery(event="update"))) == 1
     finally:
+        await store.close()
         await engine.dispose()
         await other.dispose()
 
@@ -237,6 +240,7 @@ async def test_a_postgres_repeat_that_fails_writes_nothing(postgres_url: str) ->
                                          event=too_long)
         await nothing_recorded(store, account, before)
     finally:
+        await store.close()
         await engine.dispose()
 
 
@@ -270,6 +274,7 @@ async def test_a_postgres_repeat_is_its_own_transaction(postgres_url: str) -> No
             raw = await conn.get_raw_connection()
             assert not raw.driver_connection.is_in_transaction()  # type: ignore[union-attr]
     finally:
+        await store.close()
         await engine.dispose()
         await other.dispose()
 
@@ -293,6 +298,7 @@ async def test_a_repeat_is_told_to_the_audit_listener_once_when_committed(
                                             event=event(at))
         assert heard == [event(at)]
     finally:
+        await store.close()
         await engine.dispose()
 
 
@@ -327,6 +333,7 @@ async def test_a_postgres_connection_lost_mid_unit_is_unavailable_and_left_behin
             assert await unit.record_repeat(NAME, VALUE, at, account_id=account.id,
                                             event=event(at))
     finally:
+        await store.close()
         await engine.dispose()
         await other.dispose()
 
@@ -367,6 +374,7 @@ async def test_a_postgres_repeat_never_waits_on_a_locked_row(postgres_url: str,
         assert len(await store.audit_events(AuditQuery(event="update"))) == 1  # theirs
         assert await asyncio.wait_for(repeat(NAME, account.id), 5)
     finally:
+        await store.close()
         await engine.dispose()
         await other.dispose()
 
@@ -402,4 +410,5 @@ async def test_a_postgres_connection_left_mid_operation_is_unavailable_and_left_
             assert await unit.account(account.username) is not None
             assert unit._pg is not confused[0]
     finally:
+        await store.close()
         await engine.dispose()

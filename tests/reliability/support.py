@@ -17,4 +17,5 @@ async def database_state(url: str, names: list[str]) -> dict[str, Rows]:
         return {name: [(r.record_id, r.value, r.state) for r in await store.values_at(name)]
                 for name in names}
     finally:
+        await store.close()
         await engine.dispose()
