@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy.pool import QueuePool
 
 from app.core.models import Account, AuditEvent, AuditQuery
 from app.db.batches import Batches, Held
@@ -240,6 +241,7 @@ async def test_postgres_batches_one_after_another_share_a_connection(
         assert batches is not None and batches.repeats.batches > 1
         assert len(checkouts) == 2
         pool = engine.sync_engine.pool
+        assert isinstance(pool, QueuePool)
         assert pool.checkedout() == 2  # held for the next batches
         await asyncio.sleep(0.05)
         assert await repeat(store, accounts[0], at)  # within the hold: the same ones
@@ -273,6 +275,7 @@ async def test_the_service_gives_its_batches_connection_back_when_it_stops(
         account = await live_account(store)
         assert await repeat(store, account, datetime.now(UTC))
         pool = services.engine.sync_engine.pool
+        assert isinstance(pool, QueuePool)
         assert pool.checkedout() == 2  # held for the next batches (reads, repeats)
     assert pool.checkedout() == 0
 
