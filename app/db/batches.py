@@ -16,6 +16,11 @@ dropped. A batch takes at most ``limit`` calls, oldest first: a flood of calls i
 in batches of bounded size (on SQLite a batch runs on the event loop's thread, so its
 size is how long the loop is held).
 
+``settle``, if given, is awaited by each call once its batch has run, before it
+returns: what makes a batch's work final and is slow but shared, a SQLite WAL's sync
+(``app.db.durable``), happens while the next batch already runs, and one sync serves
+the calls of every batch that ran before it began.
+
 ``Held`` keeps what batches run on (a unit of work on a pooled connection) from one
 batch to the next while they keep coming: under load the checkout from the pool and
 back, more CPU than the batch's own round trip, is paid once, not once a batch.
@@ -44,8 +49,10 @@ LIMIT = 128
 
 class Batches(Generic[Item, Result]):
     def __init__(self, run: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], *,
+                 settle: Callable[[], Awaitable[None]] | None = None,
                  limit: int = LIMIT) -> None:
         self._run = run
+        self._settle = settle
         self._limit = limit
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._draining: asyncio.Task[None] | None = None
@@ -59,7 +66,10 @@ class Batches(Generic[Item, Result]):
         if self._draining is None:
             # Started on the next turn of the loop: calls made on this one join it.
             self._draining = loop.create_task(self._drain())
-        return await done
+        result = await done
+        if self._settle is not None:
+            await self._settle()  # the next batch may run meanwhile
+        return result
 
     async def _drain(self) -> None:
         try:

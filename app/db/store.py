@@ -56,7 +56,8 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
 
                 self._batches = UnitBatches(
                     accounts=reader, repeats=self._batched(
-                        SqlUnit.record_repeats, own=own, committed=recorded))
+                        SqlUnit.record_repeats, own=own, committed=recorded,
+                        settle=self._durable))
             else:
                 self._batches = UnitBatches(accounts=self._batched(SqlUnit.accounts_named),
                                             repeats=self._batched(SqlUnit.record_repeats))
@@ -74,7 +75,8 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
 
     def _batched(self, run: Callable[[SqlUnit, Sequence[Item]], Awaitable[list[Result]]],
                  *, own: Callable[[], LoopSqlite] | None = None,
-                 committed: Callable[[Sequence[Item], list[Result]], None] | None = None
+                 committed: Callable[[Sequence[Item], list[Result]], None] | None = None,
+                 settle: Callable[[], Awaitable[None]] | None = None
                  ) -> Batches[Item, Result]:
         """Batches of ``run``, each in a unit of its own that joins no batch. On
         PostgreSQL each batch is one round trip of its own (``fetchmany``), so every
@@ -86,20 +88,23 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         costs no checkout from the pool (a thread hand-off and back in aiosqlite's
         thread, two busy-timeout changes) and leaves the pool's one connection to
         everyone else; with no file, on that connection. ``committed`` hears each SQLite
-        batch that committed."""
+        batch that committed. With ``settle`` (a SQLite file's WAL sync) a batch's unit
+        does not wait for the sync: each call does (``Batches``), while the next batch
+        runs, so the loop commits one batch as the disk syncs the one before."""
         lane = Held(lambda: self._unit(None), hold=HOLD_SECONDS)
         self._lanes.append(lane)
 
         async def one(items: Sequence[Item]) -> list[Result]:
             if self._postgres:
                 return await lane.use(lambda unit: run(unit, items))
-            async with self._unit(None, own=own() if own is not None else None) as unit:
+            async with self._unit(None, own=own() if own is not None else None,
+                                  durable=settle is None) as unit:
                 results = await run(unit, items)
             if committed is not None:  # committed (and on disk) when the unit ended
                 committed(items, results)
             return results
 
-        return Batches(one)
+        return Batches(one, settle=settle)
 
     @cached_property
     def _lanes(self) -> list[Held[SqlUnit]]:
@@ -112,11 +117,13 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
             await lane.close()
 
     @asynccontextmanager
-    async def _unit(self, batches: UnitBatches | None, *, own: LoopSqlite | None = None
-                    ) -> AsyncIterator[SqlUnit]:
+    async def _unit(self, batches: UnitBatches | None, *, own: LoopSqlite | None = None,
+                    durable: bool = True) -> AsyncIterator[SqlUnit]:
+        """A unit of work; ``durable``: its commit waits for the WAL's sync (a SQLite
+        file), unless whoever asked for it waits instead."""
         unit = SqlUnit(self._engine, local=self._local, postgres=self._postgres,
                        to_account=to_account, on_audit=self._on_audit,
-                       durable=self._durable, batches=batches, own=own)
+                       durable=self._durable if durable else None, batches=batches, own=own)
         try:
             yield unit
         except DomainError:

@@ -136,6 +136,31 @@ async def test_concurrent_repeats_share_one_transaction_and_each_is_recorded(
     assert len(await store.audit_events(AuditQuery(event="update"))) == 8
 
 
+async def test_each_call_settles_before_it_returns_while_the_next_batch_runs() -> None:
+    """With ``settle`` (a SQLite WAL's sync): a call returns only once settled, and the
+    batch after it does not wait for that: it runs meanwhile."""
+    run = Recorder()
+    settled = asyncio.Event()
+    settling: list[int] = []
+
+    async def settle() -> None:
+        settling.append(len(run.batches))
+        await settled.wait()
+
+    batches = Batches(run, settle=settle)
+    first = asyncio.ensure_future(batches(1))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert run.batches == [[1]] and settling == [1] and not first.done()
+    second = asyncio.ensure_future(batches(2))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert run.batches == [[1], [2]]  # ran while the first call still settles
+    assert not first.done() and not second.done()
+    settled.set()
+    assert (await first, await second) == (10, 20)
+
+
 class Resource:
     """What ``Held`` holds: counts its openings and records how each ended."""
 

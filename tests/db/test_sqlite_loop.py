@@ -276,3 +276,79 @@ async def test_the_wal_is_checkpointed_from_a_thread_and_stays_bounded(
         largest = max(largest, size(wal))
     assert store._durable is not None and store._durable.checkpoints >= 1
     assert largest < 8 * bound
+
+
+async def test_the_wal_sync_runs_on_the_loop_while_the_disk_is_quick(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick disk's syncs run on the loop's thread: no hand-off to a thread and back
+    per batch (it cost more than the sync). Each answer still waited for one."""
+    handed: list[object] = []
+
+    async def to_thread(fn: Any, *args: Any) -> Any:
+        handed.append(fn)
+        return fn(*args)
+
+    monkeypatch.setattr("app.db.durable.asyncio.to_thread", to_thread)
+    monkeypatch.setattr("app.db.durable.INLINE_SYNC_SECONDS", 60.0)  # any disk is quick
+    account = await live_account(store)
+    sync = store._durable
+    assert sync is not None
+    synced = sync._synced
+    for _ in range(5):
+        assert await repeat(store, account, datetime.now(UTC))
+    assert sync._synced >= synced + 5 and sync._synced == sync._requested
+    assert handed == [] and sync.threaded == 0
+
+
+async def test_a_slow_disk_syncs_in_a_thread_with_the_loop_free_until_it_is_quick_again(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Syncs that take INLINE_SYNC_SECONDS or longer of late go to a thread: the loop
+    serves others meanwhile (a ticker keeps ticking through a 50 ms sync), and a warning
+    says so; once the disk is quick again, they come back to the loop."""
+    import logging
+    import time
+
+    from app.db.durable import WalSync
+
+    caplog.set_level(logging.INFO, logger="acme_delegate.db")
+    real = WalSync._fsync
+    stall = [0.05]
+
+    def slow(self: WalSync) -> int:
+        time.sleep(stall[0])  # the disk
+        return real(self)
+
+    monkeypatch.setattr(WalSync, "_fsync", slow)
+    account = await live_account(store)  # its syncs, inline, teach the average
+    sync = store._durable
+    assert sync is not None and sync.typical >= 0.002
+    ticks = 0
+    running = True
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while running:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    ticking = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    try:
+        before = ticks
+        assert await repeat(store, account, datetime.now(UTC))
+        assert sync.threaded >= 1
+        assert ticks >= before + 4  # the loop ran meanwhile
+    finally:
+        running = False
+        await ticking
+    stall[0] = 0.0
+    for _ in range(30):
+        assert await repeat(store, account, datetime.now(UTC))
+    assert sync.typical < 0.002
+    threaded = sync.threaded
+    assert await repeat(store, account, datetime.now(UTC))
+    assert sync.threaded == threaded  # back on the loop
+    said = [(r.levelname, r.fields["runs"]) for r in caplog.records  # type: ignore[attr-defined]
+            if getattr(r, "event", None) == "db.wal_sync"]
+    assert said == [("WARNING", "in a thread"), ("INFO", "on the event loop")]
