@@ -10,15 +10,6 @@ every commit made before it started, so concurrent writers share one. Nothing is
 answered, and no DigitalOcean call is made, before the row it depends on is on disk:
 what ``synchronous=FULL`` promised, at one fsync per batch.
 
-Where the sync runs: on a quick disk, on the event loop's thread. A sync there holds the
-loop for as long as the disk takes (0.1-0.2 ms on the benchmark machine), and costs no
-thread: handing each sync to a thread and back (a wake-up each way, and the lock every
-Python thread takes turns on) cost more CPU than the sync itself, and the repeat path
-served 25-35% fewer requests a second (bench/README.md, section 1). On a slow disk a
-sync runs in a thread, so the loop serves everyone else meanwhile: when the syncs of
-late take ``INLINE_SYNC_SECONDS`` or longer (a moving average, ``typical``), and until
-they are quick again.
-
 Checkpoints (copying the WAL's pages into the database file, and syncing it) are
 ``WalSync``'s too. SQLite would run one inside the commit that takes the WAL past 1000
 pages, and a request's unit commits on the event loop's thread (``app.db.unit``): the
@@ -36,7 +27,6 @@ import asyncio
 import logging
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 from app.db.engine import BUSY_TIMEOUT_MS
@@ -46,11 +36,6 @@ log = logging.getLogger("acme_delegate.db")
 
 # A WAL this large (SQLite's own default: 1000 pages of 4 KiB) is checkpointed.
 CHECKPOINT_BYTES = 4_096_000
-# Syncs typically this quick run on the event loop's thread; slower ones in a thread.
-INLINE_SYNC_SECONDS = 0.002
-# Weight of the latest sync in ``typical``: one sync stalled for 10x the bound sends the
-# next ones to a thread; a run of quick ones brings them back.
-_LATEST = 0.2
 
 
 class WalSync:
@@ -63,8 +48,6 @@ class WalSync:
         self._checkpoint: asyncio.Task[None] | None = None
         self._next_checkpoint = CHECKPOINT_BYTES  # WAL size that starts the next one
         self.checkpoints = 0  # run so far
-        self.typical = 0.0  # seconds a sync takes of late (moving average)
-        self.threaded = 0  # syncs run in a thread so far
 
     async def __call__(self) -> None:
         """Return once everything this process committed so far is on disk."""
@@ -79,30 +62,11 @@ class WalSync:
     async def _sync(self) -> None:
         covers = self._requested  # every commit that asked so far came before this sync
         try:
-            if self.typical < INLINE_SYNC_SECONDS:
-                size, took = self._timed_fsync()
-            else:
-                self.threaded += 1
-                size, took = await asyncio.to_thread(self._timed_fsync)
+            size = await asyncio.to_thread(self._fsync)
             self._synced = max(self._synced, covers)
         finally:
             self._running = None
-        self._note(took)
         self._maybe_checkpoint(size)
-
-    def _note(self, took: float) -> None:
-        was_inline = self.typical < INLINE_SYNC_SECONDS
-        self.typical += _LATEST * (took - self.typical)
-        if was_inline != (self.typical < INLINE_SYNC_SECONDS):
-            # The disk slowed down (a warning: every commit waits on it) or recovered.
-            event(log, "db.wal_sync", logging.WARNING if was_inline else logging.INFO,
-                  runs="in a thread" if was_inline else "on the event loop",
-                  typical_ms=round(self.typical * 1000, 2))
-
-    def _timed_fsync(self) -> tuple[int, float]:
-        started = time.perf_counter()
-        size = self._fsync()
-        return size, time.perf_counter() - started
 
     def _fsync(self) -> int:
         """Sync the WAL; its size."""
