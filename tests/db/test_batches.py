@@ -183,10 +183,10 @@ class Resource:
 
 async def test_held_serves_uses_in_a_row_on_one_opening_and_lets_go_when_they_stop() -> None:
     resource = Resource()
-    held = Held(resource, hold=0.05)
+    held = Held(resource, hold=0.3)
     seen = [await held.use(lambda value: asyncio.sleep(0, value)) for _ in range(3)]
     assert seen == [0, 0, 0] and held.opened == 1 and resource.open == 1
-    await asyncio.sleep(0.2)  # no use for longer than the hold
+    await asyncio.sleep(0.8)  # no use for longer than the hold
     assert resource.open == 0 and resource.endings == ["closed"]
     assert await held.use(lambda value: asyncio.sleep(0, value)) == 1  # opened afresh
     assert held.opened == 2
