@@ -28,8 +28,8 @@ from app.errors import DomainError
 
 __all__ = ["SqlStore", "advisory_key"]  # app.db.budget keys its lock here
 
-# How long the batches' PostgreSQL connection is held with no batch on it: under load it
-# never goes back to the pool; one that sat this long is given back (a held connection
+# How long the batches' PostgreSQL connections are held with no batch on them: under load
+# they never go back to the pool; one that sat this long is given back (a held connection
 # is not pinged; the pool pings one idle for longer than app.db.engine.PING_IDLE_SECONDS).
 HOLD_SECONDS = 0.5
 
@@ -79,11 +79,12 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
                  settle: Callable[[], Awaitable[None]] | None = None
                  ) -> Batches[Item, Result]:
         """Batches of ``run``, each in a unit of its own that joins no batch. On
-        PostgreSQL each batch is one round trip of its own (``fetchmany``), so every
-        batch, reads and repeats alike, runs in the one unit the store holds
-        (``_lane``): one connection, checked out when a batch comes after a pause and
-        given back after the next (``HOLD_SECONDS``), or when a batch fails (its
-        connection may be gone). On SQLite each batch is a transaction of its own: on a
+        PostgreSQL each batch is one round trip of its own (``fetchmany``), so the
+        batches of ``run`` share one unit the store holds (``Held``; the reads and the
+        repeats have one each, so neither waits behind the other): one connection,
+        checked out when a batch comes after a pause, given back once none came for
+        ``HOLD_SECONDS``, when a batch fails (its connection may be gone), or at
+        ``close``. On SQLite each batch is a transaction of its own: on a
         SQLite file, on the store's ``own`` connection (one batch runs at a time), which
         costs no checkout from the pool (a thread hand-off and back in aiosqlite's
         thread, two busy-timeout changes) and leaves the pool's one connection to
@@ -91,16 +92,20 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         batch that committed. With ``settle`` (a SQLite file's WAL sync) a batch's unit
         does not wait for the sync: each call does (``Batches``), while the next batch
         runs, so the loop commits one batch as the disk syncs the one before."""
-        lane = Held(lambda: self._unit(None), hold=HOLD_SECONDS)
-        self._lanes.append(lane)
+        if self._postgres:
+            lane = Held(lambda: self._unit(None), hold=HOLD_SECONDS)
+            self._lanes.append(lane)
+
+            async def held(items: Sequence[Item]) -> list[Result]:
+                return await lane.use(lambda unit: run(unit, items))
+
+            return Batches(held)
 
         async def one(items: Sequence[Item]) -> list[Result]:
-            if self._postgres:
-                return await lane.use(lambda unit: run(unit, items))
             async with self._unit(None, own=own() if own is not None else None,
                                   durable=settle is None) as unit:
                 results = await run(unit, items)
-            if committed is not None:  # committed (and on disk) when the unit ended
+            if committed is not None:  # committed when the unit ended (synced: see settle)
                 committed(items, results)
             return results
 
