@@ -138,10 +138,12 @@ class Held(Generic[Value]):
             return result
 
     async def close(self) -> None:
-        """Let go of what is held now; a use after this holds afresh."""
-        for task in self._expiring:
-            task.cancel()
+        """Let go of what is held now, and wait for a hold that ended by itself to be
+        given back (cancelled midway, that would be lost); a use after this holds
+        afresh."""
         await self._let_go(expired=False)
+        if self._expiring:
+            await asyncio.gather(*self._expiring, return_exceptions=True)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:

@@ -354,3 +354,23 @@ async def test_a_flood_of_calls_is_served_in_batches_of_bounded_size_oldest_firs
         n * 10 for n in range(300)]
     assert [len(batch) for batch in run.batches] == [128, 128, 44]
     assert run.batches[0] == list(range(128))
+
+
+async def test_held_close_lets_a_hold_that_ended_finish_giving_back() -> None:
+    """A hold that ended by itself is being given back (slowly) when ``close`` comes:
+    ``close`` waits for it instead of cutting it short."""
+    ended: list[str] = []
+    leaving = asyncio.Event()
+
+    @asynccontextmanager
+    async def slow_to_leave() -> AsyncIterator[int]:
+        yield 0
+        leaving.set()
+        await asyncio.sleep(0.05)  # the connection going back to the pool
+        ended.append("given back")
+
+    held = Held(slow_to_leave, hold=0.01)
+    await held.use(lambda value: asyncio.sleep(0, value))
+    await leaving.wait()  # the hold ended; giving back has begun
+    await held.close()
+    assert ended == ["given back"]
