@@ -199,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or args.requests < 1:
         parser.error("--clients and --requests must be at least 1")
+    if args.profile_file is not None and not args.profile:
+        parser.error("--profile-file needs --profile N")
     result = run(database=args.database, clients=args.clients, requests=args.requests,
                  warmup=args.warmup, dns_wait=args.dns_wait, profile=args.profile,
                  floor=args.floor, profile_file=args.profile_file)
