@@ -276,4 +276,3 @@ async def test_the_wal_is_checkpointed_from_a_thread_and_stays_bounded(
         largest = max(largest, size(wal))
     assert store._durable is not None and store._durable.checkpoints >= 1
     assert largest < 8 * bound
-
