@@ -8,7 +8,10 @@ the last ones). ``WalSync`` gives back the power-loss guarantee: after its commi
 writer awaits a sync of the WAL file that started after that commit, and one sync covers
 every commit made before it started, so concurrent writers share one. Nothing is
 answered, and no DigitalOcean call is made, before the row it depends on is on disk:
-what ``synchronous=FULL`` promised, at one fsync per batch.
+what ``synchronous=FULL`` promised, at one fsync per batch. The fsync is made by a
+process of its own (``app.db.syncer``: a thread handing its answer back under the GIL
+cost the busy loop more than the sync itself), or in a thread where no process can be
+started.
 
 Checkpoints (copying the WAL's pages into the database file, and syncing it) are
 ``WalSync``'s too. SQLite would run one inside the commit that takes the WAL past 1000
@@ -25,11 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 from pathlib import Path
 
 from app.db.engine import BUSY_TIMEOUT_MS
+from app.db.syncer import ProcessUnavailable, SyncProcess, size_once_synced
 from app.logs import event
 
 log = logging.getLogger("acme_delegate.db")
@@ -47,6 +50,7 @@ class WalSync:
         self._running: asyncio.Task[None] | None = None
         self._checkpoint: asyncio.Task[None] | None = None
         self._next_checkpoint = CHECKPOINT_BYTES  # WAL size that starts the next one
+        self._process: SyncProcess | None = SyncProcess(self._wal)
         self.checkpoints = 0  # run so far
 
     async def __call__(self) -> None:
@@ -62,23 +66,28 @@ class WalSync:
     async def _sync(self) -> None:
         covers = self._requested  # every commit that asked so far came before this sync
         try:
-            size = await asyncio.to_thread(self._fsync)
+            size = await self._synced_size()
             self._synced = max(self._synced, covers)
         finally:
             self._running = None
         self._maybe_checkpoint(size)
 
-    def _fsync(self) -> int:
-        """Sync the WAL; its size."""
-        try:
-            fd = os.open(self._wal, os.O_RDONLY)
-        except FileNotFoundError:
-            return 0  # no WAL: everything was checkpointed (and synced) into the database
-        try:
-            os.fsync(fd)
-            return os.fstat(fd).st_size
-        finally:
-            os.close(fd)
+    async def _synced_size(self) -> int:
+        """Sync the WAL in the sync process (``app.db.syncer``), or in a thread where no
+        process can be started; its size."""
+        if self._process is not None:
+            try:
+                return await self._process.sync()
+            except ProcessUnavailable as exc:
+                event(log, "db.sync_process_unavailable", logging.WARNING,
+                      error=str(exc.__cause__ or exc), effect="the WAL is synced in a thread")
+                self._process = None
+        return await asyncio.to_thread(size_once_synced, self._wal)
+
+    async def close(self) -> None:
+        """Stop the sync process (a sync after this starts it again)."""
+        if self._process is not None:
+            await self._process.close()
 
     def _maybe_checkpoint(self, wal_size: int) -> None:
         """Start a checkpoint when the WAL has grown past ``CHECKPOINT_BYTES``, unless one

@@ -116,10 +116,12 @@ class SqlStore(SqlAccounts, SqlValues, SqlAudit):
         return []
 
     async def close(self) -> None:
-        """Give back what the store holds (its batches' connections); the engine stays
-        the caller's to dispose of, after this."""
+        """Give back what the store holds (its batches' connections) and stop its WAL's
+        sync process; the engine stays the caller's to dispose of, after this."""
         for lane in self._lanes:
             await lane.close()
+        if self._durable is not None:
+            await self._durable.close()
 
     @asynccontextmanager
     async def _unit(self, batches: UnitBatches | None, *, own: LoopSqlite | None = None,
