@@ -33,7 +33,6 @@ import struct
 import subprocess
 import sys
 import weakref
-from contextlib import suppress
 from typing import TYPE_CHECKING
 
 _ASK = struct.Struct("=Q")
@@ -59,6 +58,7 @@ class SyncProcess:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = os.fspath(path)
         self._child: tuple[socket.socket, subprocess.Popen[bytes]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one watching the child
         self._reaper: _Reaper | None = None
         self._burying: set[asyncio.Future[int]] = set()
         self._asked = 0  # the last sync's number
@@ -103,6 +103,10 @@ class SyncProcess:
         return size
 
     def _started(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        if self._child is not None and self._loop is not loop:
+            # Watched by another event loop (a CLI's earlier ``asyncio.run``, say), which
+            # would never hear the answer: a child for this one.
+            self._bury(self._stop())
         if self._child is None:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
@@ -117,7 +121,7 @@ class SyncProcess:
                 theirs.close()
             ours.setblocking(False)
             loop.add_reader(ours, self._answered, ours)
-            self._child = ours, child
+            self._child, self._loop = (ours, child), loop
             # Never closed (a test's store, say): stopped when this goes, or at exit.
             self._reaper = weakref.finalize(self, _reap, ours, child)
             self.started += 1
@@ -149,8 +153,8 @@ class SyncProcess:
         self._child = None
         if self._reaper is not None:
             self._reaper.detach()
-        with suppress(RuntimeError):  # the loop is closed already: nothing to remove
-            asyncio.get_running_loop().remove_reader(sock)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock)
         sock.close()
         return child
 

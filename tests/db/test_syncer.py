@@ -134,6 +134,20 @@ async def test_a_dead_child_is_replaced_and_the_sync_made_again(
     assert process.started == 2 and process.pid != first
 
 
+def test_a_child_is_watched_by_the_event_loop_that_asks(tmp_path: Path) -> None:
+    """A sync from a second event loop (a CLI's second ``asyncio.run``) gets its answer:
+    the first loop, which watched the child, is gone."""
+    process = SyncProcess(tmp_path / "file")
+    (tmp_path / "file").write_bytes(b"z" * 7)
+    try:
+        assert asyncio.run(process.sync()) == 7
+        first = process.pid
+        assert asyncio.run(asyncio.wait_for(process.sync(), 10)) == 7
+        assert process.started == 2 and first is not None and gone(first)
+    finally:
+        asyncio.run(process.close())
+
+
 async def test_a_terminals_interrupt_does_not_stop_the_child(process: SyncProcess) -> None:
     """Ctrl-C reaches the server's whole process group: the server shuts down, and may
     still sync while it does."""
