@@ -19,7 +19,9 @@ pages, and a request's unit commits on the event loop's thread (``app.db.unit``)
 loop would stop for the sync of the database file. So the engine's connections never
 checkpoint by themselves (``wal_autocheckpoint=0``, ``app.db.engine``), and when a sync
 finds the WAL past ``CHECKPOINT_BYTES`` a checkpoint runs on a connection of its own in a
-thread (``_checkpoint_now``); nobody's sync waits for it. The next write starts the WAL
+thread (``_checkpoint_now``); nobody's sync waits for it, unless the WAL has reached
+``CEILING`` times that bound while it runs (the checkpoint is behind): then each writer,
+once synced, waits for it, and the WAL stops growing. The next write starts the WAL
 over once it is all copied; the engine's ``journal_size_limit=0`` then cuts the file
 back, so its size is what is left to copy.
 """
@@ -39,6 +41,10 @@ log = logging.getLogger("acme_delegate.db")
 
 # A WAL this large (SQLite's own default: 1000 pages of 4 KiB) is checkpointed.
 CHECKPOINT_BYTES = 4_096_000
+# A WAL this many times as large while its checkpoint runs: the checkpoint is behind (its
+# thread starved of CPU, or a reader holding the WAL), and writers wait for it once
+# synced, instead of growing the WAL without bound.
+CEILING = 4
 
 
 class WalSync:
@@ -50,6 +56,7 @@ class WalSync:
         self._running: asyncio.Task[None] | None = None
         self._checkpoint: asyncio.Task[None] | None = None
         self._next_checkpoint = CHECKPOINT_BYTES  # WAL size that starts the next one
+        self._size = 0  # the WAL's, at the last sync
         self._process: SyncProcess | None = SyncProcess(self._wal)
         self.checkpoints = 0  # run so far
 
@@ -62,6 +69,8 @@ class WalSync:
                 self._running = asyncio.ensure_future(self._sync())
             # Shielded: a cancelled waiter must not cancel the others' sync.
             await asyncio.shield(self._running)
+        if self._checkpoint is not None and self._size >= CEILING * CHECKPOINT_BYTES:
+            await asyncio.shield(self._checkpoint)
 
     async def _sync(self) -> None:
         covers = self._requested  # every commit that asked so far came before this sync
@@ -93,6 +102,7 @@ class WalSync:
         """Start a checkpoint when the WAL has grown past ``CHECKPOINT_BYTES``, unless one
         runs. A WAL that a checkpoint could not copy in full (a reader held on to it)
         gets the next one when it has grown by a quarter as much again."""
+        self._size = wal_size
         if wal_size < CHECKPOINT_BYTES:
             self._next_checkpoint = CHECKPOINT_BYTES  # started over since
         elif wal_size >= self._next_checkpoint and self._checkpoint is None:

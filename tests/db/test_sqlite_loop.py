@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from app.core.models import AccountChanges, AuditEvent, AuditQuery
+from app.db.durable import CEILING, WalSync
 from app.db.engine import BUSY_TIMEOUT_MS, sqlite3_of
 from app.db.store import SqlStore
 from tests.db.rows import NAME, VALUE, live_account, store_on
@@ -276,3 +278,43 @@ async def test_the_wal_is_checkpointed_from_a_thread_and_stays_bounded(
         largest = max(largest, size(wal))
     assert store._durable is not None and store._durable.checkpoints >= 1
     assert largest < 8 * bound
+
+
+async def test_writers_wait_for_a_checkpoint_that_is_behind(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint starved of CPU (its thread does not run): once the WAL has reached
+    CEILING times the bound, writers wait for the checkpoint, and the WAL stops growing;
+    when the checkpoint runs, they go on."""
+    bound = 64 * 1024
+    monkeypatch.setattr("app.db.durable.CHECKPOINT_BYTES", bound)
+    runs = threading.Event()
+    real = WalSync._checkpoint_now
+
+    def starved(self: WalSync) -> None:
+        runs.wait(30)
+        real(self)
+
+    monkeypatch.setattr(WalSync, "_checkpoint_now", starved)
+    account = await live_account(store)
+    wal = f"{database(store)}-wal"
+    largest = done = 0
+
+    async def writer() -> None:
+        nonlocal largest, done
+        for _ in range(200):  # each adds a few pages: some 2.5 MB unchecked
+            assert await repeat(store, account, datetime.now(UTC))
+            largest = max(largest, size(wal))
+            done += 1
+
+    writing = asyncio.ensure_future(writer())
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+        assert not writing.done() and done < 200
+        held_at = size(wal)  # the held repeat's sync saw it past the ceiling
+        assert largest < CEILING * bound <= held_at < (CEILING + 1) * bound
+    finally:
+        runs.set()
+    await asyncio.wait_for(writing, 30)
+    assert done == 200
+    assert store._durable is not None and store._durable.checkpoints >= 1
