@@ -105,6 +105,26 @@ def test_overhead(database: str, tmp_path: Path) -> None:
     assert "Repeat path" in overhead.report(result)
 
 
+def test_compare(tmp_path: Path) -> None:
+    """A revision (a worktree of its own, gone afterwards) beside this working tree."""
+    from bench import compare
+    from bench.common import ROOT, write_result
+
+    result = compare.compare(["HEAD", str(ROOT)], databases="sqlite", concurrency="2",
+                             rounds=1, requests=20, seconds=1, workdir=tmp_path)
+    write_result("compare", result, tmp_path / "results")
+    written(tmp_path, "compare")
+    assert [v["version"] for v in result["versions"]] == ["HEAD", str(ROOT)]
+    assert all(v["commit"] for v in result["versions"])
+    assert sorted(r["version"] for r in result["runs"]) == sorted(["HEAD", str(ROOT)])
+    for run in result["runs"]:
+        assert run["database"] == "sqlite" and run["concurrency"] == 2
+        assert run["errors"] == 0 and finite_positive(run["floor_ratio"])
+    assert "Per version" in compare.report(result)
+    assert not any(tmp_path.glob("bench-compare-*")), "the worktree was left behind"
+    assert str(tmp_path) not in compare.git("worktree", "list")
+
+
 @pytest.mark.parametrize("what", ["sqlite", "--floor"])
 def test_inprocess(what: str, tmp_path: Path) -> None:
     """Run as documented (a process of its own: it reads the service's settings from its
