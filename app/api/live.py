@@ -81,8 +81,9 @@ class LiveAnswer(JSONResponse):
         propagation = self._services.propagation
         if propagation.confirmed.known(self._name, self._value):
             metrics.dns_waited(WaitOutcome.KNOWN, 0.0)
-            event(log, "dns.wait", logging.DEBUG, name=self._name,
-                  value=fingerprint(self._value), outcome=WaitOutcome.KNOWN)
+            if log.isEnabledFor(logging.DEBUG):  # the fingerprint is a hash: not for nothing
+                event(log, "dns.wait", logging.DEBUG, name=self._name,
+                      value=fingerprint(self._value), outcome=WaitOutcome.KNOWN)
             return _HEADER_VALUE[WaitOutcome.KNOWN]
         ticket = propagation.confirmed.ticket()
         leave_in_flight(scope)

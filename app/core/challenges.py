@@ -162,7 +162,7 @@ class ChallengeService:
         if not await unit.record_repeat(account.name, value, done.at, account_id=account.id,
                                         event=done):
             return False
-        event(log, "txt.repeat", logging.DEBUG, name=account.name, value=fingerprint(value))
+        event(log, "txt.repeat", logging.DEBUG, name=account.name, value=done.value_fingerprint)
         return True
 
     async def _finish(self, account: Account, via: str, outcome: str, *, client: str | None,
