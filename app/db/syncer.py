@@ -26,6 +26,7 @@ included.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import socket
@@ -73,13 +74,10 @@ class SyncProcess:
         """Sync the file; its size. ``ProcessUnavailable`` if no child can be started,
         ``OSError`` if the sync failed (with the child's ``errno``) or the child died
         twice in a row."""
-        for attempt in (1, 2):
-            try:
-                return await self._once()
-            except ConnectionError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return await self._once()
+        except ConnectionError:  # the child died: a new one makes it again
+            return await self._once()
 
     async def _once(self) -> int:
         if self._waiting is not None:
@@ -213,10 +211,10 @@ def serve(sock: socket.socket, path: str) -> None:
         try:
             size = size_once_synced(path)
         except OSError as exc:
-            size = -(exc.errno or 5)  # EIO when the error names none
+            size = -(exc.errno or errno.EIO)
         try:
             sock.send(_ANSWER.pack(number, size))
-        except (ConnectionError, BrokenPipeError):
+        except ConnectionError:  # BrokenPipeError among them
             return
 
 
