@@ -113,6 +113,7 @@ class _DomainsAPI:
                 # client that dies while it waits has still made its change (its answer
                 # is what it loses).
                 await request.body()
+                self.state.stall_entered()
                 await asyncio.sleep(delay)
             response = await self._checked(request, handler)
             self.state.log_request(

@@ -478,17 +478,20 @@ class StandinState:
             return merged
 
     def latency(self, method: str) -> float:
-        """Seconds to stall before answering a request with this method (the request
-        counts in ``stalled`` if it is more than 0)."""
+        """Seconds to stall before answering a request with this method."""
         with self._lock:
             f = self._faults
-            delay = f.latency_ms / 1000 if f.applies_to(method) else 0.0
-            self._stalled += delay > 0
-            return delay
+            return f.latency_ms / 1000 if f.applies_to(method) else 0.0
+
+    def stall_entered(self) -> None:
+        """A request has arrived whole and now sleeps its latency (``stalled``)."""
+        with self._lock:
+            self._stalled += 1
 
     def stalled(self) -> int:
-        """How many requests have arrived and entered a latency stall: a test can tell
-        that a request is at the stand-in, not yet answered."""
+        """How many requests have arrived whole (head and body) and entered a latency
+        stall: a test can tell that a request is at the stand-in, not yet answered, and
+        that the client dying now no longer stops it."""
         with self._lock:
             return self._stalled
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 import httpx
 import pytest
 from pydantic import ValidationError
+from starlette.types import Message
 
-from app.standin import Faults, StandinState
+from app.standin import Faults, StandinState, create_standin_app
+
+from .support import TOKEN
 
 RECORDS = "/v2/domains/example.com/records"
 TXT = {"type": "TXT", "name": "_acme-challenge", "data": "v", "ttl": 30}
@@ -108,6 +113,52 @@ async def test_latency_respects_method_filter(
     started = time.perf_counter()
     assert (await client.post(RECORDS, json=TXT)).status_code == 201
     assert time.perf_counter() - started >= 0.3
+
+
+async def test_a_request_counts_as_stalled_only_once_it_has_arrived_whole(
+        state: StandinState) -> None:
+    """``stalled`` tells a test that a request is at the stand-in and will be applied
+    whatever its client does now: not while its body is still on the way (a client
+    killed then never sends it, and nothing is applied)."""
+    state.set_faults(Faults(latency_ms=200, methods=["POST"]))
+    app = create_standin_app(state, token=TOKEN)
+    body = json.dumps(TXT).encode()
+    body_sent = asyncio.Event()
+    sent: list[Message] = []
+    head = True
+
+    async def receive() -> Message:
+        nonlocal head
+        if head:
+            head = False
+            await body_sent.wait()
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # no disconnect
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": RECORDS, "raw_path": RECORDS.encode(),
+             "query_string": b"", "root_path": "", "server": ("127.0.0.1", 80),
+             "client": ("127.0.0.1", 1234),
+             "headers": [(b"host", b"api.digitalocean.com"),
+                         (b"authorization", f"Bearer {TOKEN}".encode()),
+                         (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}
+    answering = asyncio.ensure_future(app(scope, receive, send))
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    assert state.stalled() == 0  # the head is in, the body is not
+    body_sent.set()
+    for _ in range(100):
+        if state.stalled():
+            break
+        await asyncio.sleep(0.005)
+    assert state.stalled() == 1 and not answering.done()
+    await asyncio.wait_for(answering, 5)
+    assert sent[0]["status"] == 201 and txt_count(state) == 1
 
 
 def test_fault_settings_are_validated(state: StandinState) -> None:
